@@ -1,0 +1,171 @@
+//! The decision contract: how every Kavach filter tells the audit filter (and access logs) what
+//! it decided for a request.
+//!
+//! Each filter writes one JSON object as per-request filter state under
+//! `kavach.decision.<filter>` (visible to access logs as
+//! `%FILTER_STATE(wasm.kavach.decision.<filter>:PLAIN)%`). The audit filter reads every name in
+//! [`FILTERS`] when the stream completes and puts the decisions into the audit record. A filter
+//! that took no decision on a request writes nothing.
+//!
+//! The audit id of the request is published under [`AUDIT_ID_PROPERTY`] so that filters which
+//! refuse a request can quote it in their response body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::Host;
+
+/// Prefix of the filter-state names decisions are published under.
+pub const PROPERTY_PREFIX: &str = "kavach.decision.";
+
+/// Filter-state name of the request's audit id.
+pub const AUDIT_ID_PROPERTY: &str = "kavach.audit_id";
+
+/// Every filter that publishes decisions, in chain order.
+pub const FILTERS: &[&str] = &["residency", "pci_authz", "ratelimit"];
+
+/// Longest decision the audit filter accepts from filter state; a longer one is recorded as
+/// oversized instead of being copied into the record.
+pub const MAX_DECISION_BYTES: usize = 2048;
+
+/// What a filter did with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Let through.
+    Allow,
+    /// Refused (the filter sent a local reply).
+    Deny,
+    /// Would have refused, but the filter runs in shadow / dry-run mode.
+    ShadowDeny,
+    /// Sent elsewhere (residency re-route).
+    Reroute,
+}
+
+/// One filter's decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Filter name, one of [`FILTERS`].
+    pub filter: String,
+    pub outcome: Outcome,
+    /// The rule that matched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why: a short machine-readable reason (`no_rule_matched`, `ambiguous_path`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Filter-specific facts (class, region, limit...), as ordered pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<(String, String)>,
+}
+
+impl Decision {
+    pub fn new(filter: &str, outcome: Outcome) -> Self {
+        Decision {
+            filter: filter.to_string(),
+            outcome,
+            rule: None,
+            reason: None,
+            policy_version: None,
+            detail: Vec::new(),
+        }
+    }
+}
+
+/// Publishes `decision` for the current request.
+pub fn publish(host: &dyn Host, decision: &Decision) {
+    let name = format!("{PROPERTY_PREFIX}{}", decision.filter);
+    if let Ok(json) = serde_json::to_vec(decision) {
+        host.set_property(&[name.as_str()], &json);
+    }
+}
+
+/// What the audit filter found under one filter's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Decision(Decision),
+    /// Something was there but it is not a valid decision (recorded as such, never trusted).
+    Invalid {
+        filter: String,
+    },
+}
+
+/// Reads every published decision of the current request.
+pub fn collect(host: &dyn Host) -> Vec<Published> {
+    let mut found = Vec::new();
+    for filter in FILTERS {
+        let name = format!("{PROPERTY_PREFIX}{filter}");
+        let Some(bytes) = host.property(&[name.as_str()]) else {
+            continue;
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        let parsed = if bytes.len() > MAX_DECISION_BYTES {
+            None
+        } else {
+            serde_json::from_slice::<Decision>(&bytes)
+                .ok()
+                .filter(|d| d.filter == *filter)
+        };
+        found.push(match parsed {
+            Some(d) => Published::Decision(d),
+            None => Published::Invalid {
+                filter: filter.to_string(),
+            },
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MockHost;
+
+    #[test]
+    fn a_published_decision_is_collected_intact() {
+        let host = MockHost::new();
+        let mut d = Decision::new("pci_authz", Outcome::Deny);
+        d.reason = Some("no_rule_matched".into());
+        d.policy_version = Some("2026-11-01".into());
+        d.detail
+            .push(("principal".into(), "spiffe://bank/ns/a/sa/b".into()));
+        publish(&host, &d);
+        assert_eq!(collect(&host), vec![Published::Decision(d)]);
+        let raw = host.property(&["kavach.decision.pci_authz"]).unwrap();
+        assert!(String::from_utf8(raw)
+            .unwrap()
+            .contains(r#""outcome":"deny""#));
+    }
+
+    #[test]
+    fn garbage_or_misnamed_state_is_reported_invalid() {
+        let host = MockHost::new();
+        host.set_property(&["kavach.decision.ratelimit"], b"not json");
+        let other = Decision::new("residency", Outcome::Allow);
+        host.set_property(
+            &["kavach.decision.pci_authz"],
+            &serde_json::to_vec(&other).unwrap(),
+        );
+        let got = collect(&host);
+        assert_eq!(
+            got,
+            vec![
+                Published::Invalid {
+                    filter: "pci_authz".into()
+                },
+                Published::Invalid {
+                    filter: "ratelimit".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_published_means_nothing_collected() {
+        assert!(collect(&MockHost::new()).is_empty());
+    }
+}

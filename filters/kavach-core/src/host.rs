@@ -1,0 +1,119 @@
+//! The one small interface between filter logic and the proxy.
+//!
+//! The wasm adapter implements it over proxy-wasm host calls (always the `Result`-returning ones);
+//! unit tests implement it with an in-memory mock. Filters see nothing else of the host.
+
+use std::time::{Duration, SystemTime};
+
+/// Which header map a call refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderMap {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Kinds of metric the host can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Why a shared-data write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedDataError {
+    /// Another worker changed the value since it was read (compare-and-swap lost).
+    CasMismatch,
+    /// Any other host failure.
+    Failed,
+}
+
+/// An HTTP header list as the host gives it: names as text, values as raw bytes (a value may be
+/// any bytes a client sent, including invalid UTF-8), every duplicate kept in order.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+pub trait Host {
+    // ---- time, randomness, logging ----
+    /// The proxy's wall clock.
+    fn now(&self) -> SystemTime;
+    /// Fills `buf` with random bytes from the host (WASI `random_get` in the VM). Returns false
+    /// when no randomness is available.
+    fn random(&self, buf: &mut [u8]) -> bool;
+    fn log(&self, level: LogLevel, message: &str);
+
+    // ---- headers of the current request ----
+    /// Every header pair of `map`, duplicates included. Empty when unavailable.
+    fn headers(&self, map: HeaderMap) -> Headers;
+    /// Replaces every value of `name` with `value`, or removes the header when `value` is None.
+    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>);
+    /// Appends one more value of `name`.
+    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]);
+
+    // ---- properties and filter state ----
+    /// An Envoy property (`["connection", "uri_san_peer_certificate"]`), or filter state written by
+    /// [`Host::set_property`] under the same name.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Writes per-request filter state, visible to later filters and to access logs as
+    /// `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool;
+
+    // ---- local replies and bodies ----
+    /// Answers the request from the proxy without reaching the upstream.
+    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]);
+    /// A slice of the buffered request body.
+    fn request_body(&self, start: usize, max_size: usize) -> Option<Vec<u8>>;
+
+    // ---- metrics ----
+    /// Defines (or finds) a metric; None when the host refused it.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
+    fn increment_metric(&self, id: u32, offset: i64);
+    fn record_metric(&self, id: u32, value: u64);
+
+    // ---- state shared by every worker of this Envoy ----
+    /// The value of `key` and its compare-and-swap token.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError>;
+
+    // ---- out-of-band calls (root context only) ----
+    /// Starts an HTTP call to `cluster`; returns its token.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Option<u32>;
+    /// Status of the response being delivered to `on_http_call_response`; None when the call
+    /// failed without a response (reset, timeout, no healthy upstream).
+    fn http_call_status(&self) -> Option<u32>;
+    fn set_tick_period(&self, period: Duration);
+}
+
+/// Helpers over [`Host`] that every filter uses.
+pub trait HostExt: Host {
+    /// A property as UTF-8 text (lossy), None when absent or empty.
+    fn property_string(&self, path: &[&str]) -> Option<String> {
+        self.property(path)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// A numeric property (Envoy serialises integers as 8 little-endian bytes).
+    fn property_i64(&self, path: &[&str]) -> Option<i64> {
+        let bytes = self.property(path)?;
+        let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        Some(i64::from_le_bytes(arr))
+    }
+}
+
+impl<H: Host + ?Sized> HostExt for H {}

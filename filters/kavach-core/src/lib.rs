@@ -1,0 +1,18 @@
+//! Host-independent logic of the Kavach filters.
+//!
+//! Nothing here depends on proxy-wasm: every filter talks to Envoy through the small [`host::Host`]
+//! trait, so the policy code is unit-tested natively (and compiled to wasm32 in CI) with a mock
+//! host, and the same code runs inside one filter module or in the bundled chain.
+
+pub mod audit;
+pub mod config;
+pub mod decision;
+pub mod detect;
+pub mod filter;
+pub mod headers;
+pub mod host;
+pub mod text;
+pub mod time;
+
+#[cfg(test)]
+pub mod testing;

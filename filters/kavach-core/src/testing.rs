@@ -1,0 +1,205 @@
+//! An in-memory [`Host`] for unit tests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct MockHost {
+    pub now: Cell<u64>,
+    pub request_headers: RefCell<Headers>,
+    pub response_headers: RefCell<Headers>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub reply: RefCell<Option<LocalReply>>,
+    pub logs: RefCell<Vec<(LogLevel, String)>>,
+    pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
+    pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    pub calls: RefCell<Vec<(String, Vec<u8>)>>,
+    pub call_status: Cell<Option<u32>>,
+    pub random_counter: Cell<u8>,
+    pub body: RefCell<Vec<u8>>,
+}
+
+impl MockHost {
+    pub fn new() -> Self {
+        let h = MockHost::default();
+        h.now.set(1_764_115_030_000_000_000);
+        h
+    }
+
+    pub fn with_request(self, pairs: &[(&str, &[u8])]) -> Self {
+        *self.request_headers.borrow_mut() = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        self
+    }
+
+    pub fn with_property(self, path: &[&str], value: &[u8]) -> Self {
+        self.properties
+            .borrow_mut()
+            .insert(path.join("\u{0}"), value.to_vec());
+        self
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.now
+            .set(self.now.get() + u64::try_from(d.as_nanos()).unwrap());
+    }
+
+    pub fn request_values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.request_headers
+            .borrow()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn metric(&self, name: &str) -> i64 {
+        self.metrics
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(0, |(_, _, v)| *v)
+    }
+
+    fn map(&self, map: HeaderMap) -> &RefCell<Headers> {
+        match map {
+            HeaderMap::Request => &self.request_headers,
+            HeaderMap::Response => &self.response_headers,
+        }
+    }
+}
+
+impl Host for MockHost {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.now.get())
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        for b in buf.iter_mut() {
+            let n = self.random_counter.get().wrapping_add(1);
+            self.random_counter.set(n);
+            *b = n;
+        }
+        true
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_string()));
+    }
+
+    fn headers(&self, map: HeaderMap) -> Headers {
+        self.map(map).borrow().clone()
+    }
+
+    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        let mut headers = self.map(map).borrow_mut();
+        headers.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            headers.push((name.to_string(), v.to_vec()));
+        }
+    }
+
+    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
+        self.map(map)
+            .borrow_mut()
+            .push((name.to_string(), value.to_vec()));
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.borrow().get(&path.join("\u{0}")).cloned()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        self.properties
+            .borrow_mut()
+            .insert(path.join("\u{0}"), value.to_vec());
+        true
+    }
+
+    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
+        *self.reply.borrow_mut() = Some(LocalReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            body: body.to_vec(),
+        });
+    }
+
+    fn request_body(&self, start: usize, max_size: usize) -> Option<Vec<u8>> {
+        let body = self.body.borrow();
+        let end = start.saturating_add(max_size).min(body.len());
+        body.get(start..end).map(<[u8]>::to_vec)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some(i) = metrics.iter().position(|(n, _, _)| n == name) {
+            return u32::try_from(i).ok();
+        }
+        metrics.push((name.to_string(), kind, 0));
+        u32::try_from(metrics.len() - 1).ok()
+    }
+
+    fn increment_metric(&self, id: u32, offset: i64) {
+        if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
+            m.2 += offset;
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
+            m.2 = i64::try_from(value).unwrap_or(i64::MAX);
+        }
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map_or(0, |(_, c)| *c);
+        if let Some(expected) = cas {
+            if expected != 0 && expected != current {
+                return Err(SharedDataError::CasMismatch);
+            }
+        }
+        shared.insert(key.to_string(), (value.to_vec(), current + 1));
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout: Duration,
+    ) -> Option<u32> {
+        let mut calls = self.calls.borrow_mut();
+        calls.push((cluster.to_string(), body.to_vec()));
+        u32::try_from(calls.len()).ok()
+    }
+
+    fn http_call_status(&self) -> Option<u32> {
+        self.call_status.get()
+    }
+
+    fn set_tick_period(&self, _period: Duration) {}
+}
