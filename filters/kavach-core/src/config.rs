@@ -91,7 +91,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         ConfigError {
-            path: if path == "." { String::new() } else { path },
+            path: if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            },
             reason: e.into_inner().to_string(),
         }
     })?;

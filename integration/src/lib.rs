@@ -1,0 +1,17 @@
+//! Harness for black-box tests of the Kavach filters in the real Envoy binary.
+//!
+//! - [`echo`]: a real HTTP/1.1 upstream that answers with what it received, as JSON.
+//! - [`client`]: a raw HTTP/1.1 client (plain or mTLS) that can send what real clients send:
+//!   duplicate headers, invalid UTF-8, huge values.
+//! - [`envoy`]: renders an Envoy config for a test, starts Envoy, waits for `/ready`, stops it on
+//!   drop and prints its log when the test failed.
+//! - [`pki`]: a test CA and SPIFFE workload certificates made at run time.
+
+pub mod client;
+pub mod echo;
+pub mod envoy;
+pub mod pki;
+
+pub use client::{Request, Response};
+pub use echo::{Behaviour, EchoServer, Received};
+pub use envoy::{Envoy, EnvoySpec, FilterSpec, Module};
