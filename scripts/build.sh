@@ -9,12 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # Every cdylib crate under filters/ is a module.
-MODULES=()
-for manifest in filters/*/Cargo.toml; do
-  if grep -q 'crate-type = \["cdylib"\]' "$manifest"; then
-    MODULES+=("$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n1)")
-  fi
-done
+mapfile -t MODULES < <(scripts/lib/modules.sh)
 
 PKG_ARGS=()
 for m in "${MODULES[@]}"; do PKG_ARGS+=(-p "$m"); done
