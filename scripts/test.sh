@@ -55,7 +55,9 @@ export KAVACH_ENVOY
 step "envoy --mode validate on envoy-config/"
 scripts/validate-configs.sh
 
-step "integration tests (real Envoy)"
-cargo test --locked -p kavach-integration -- --test-threads 2
+step "integration tests (real Envoy, one module per filter)"
+KAVACH_PACKAGING=modules cargo test --locked -p kavach-integration -- --test-threads 2
+step "integration tests (real Envoy, the same tests through the bundled module)"
+KAVACH_PACKAGING=bundle cargo test --locked -p kavach-integration -- --test-threads 2
 
 step "all checks passed"

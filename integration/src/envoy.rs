@@ -23,6 +23,8 @@ use crate::pki::ServerFiles;
 pub enum Module {
     Audit,
     PciAuthz,
+    /// Every filter in one module, configured as a chain.
+    Bundle,
 }
 
 impl Module {
@@ -31,6 +33,7 @@ impl Module {
         match self {
             Module::Audit => "kavach-audit",
             Module::PciAuthz => "kavach-pci-authz",
+            Module::Bundle => "kavach-bundle",
         }
     }
 
@@ -38,8 +41,67 @@ impl Module {
         match self {
             Module::Audit => "audit",
             Module::PciAuthz => "pci_authz",
+            Module::Bundle => "bundle",
         }
     }
+}
+
+/// How the filters of a test are loaded: one module each, or all in the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    Modules,
+    Bundle,
+}
+
+/// `KAVACH_PACKAGING=bundle` runs every test's filters through the bundled module instead of
+/// one module per filter; the tests themselves do not change.
+pub fn packaging() -> Packaging {
+    match std::env::var("KAVACH_PACKAGING").as_deref() {
+        Ok("bundle") => Packaging::Bundle,
+        _ => Packaging::Modules,
+    }
+}
+
+/// The line Envoy logs when the filter at `index` of the test's chain rejects its
+/// configuration with `error` (`field.path: reason`), in the current packaging.
+pub fn config_error_line(module: Module, index: usize, error: &str) -> String {
+    match packaging() {
+        Packaging::Modules => format!("{}: invalid configuration: {error}", module.file_stem()),
+        Packaging::Bundle => {
+            format!("kavach-bundle: invalid configuration: chain[{index}].config.{error}")
+        }
+    }
+}
+
+/// The test's filters as they are loaded in the current packaging.
+fn packaged(filters: &[FilterSpec]) -> Vec<FilterSpec> {
+    if packaging() == Packaging::Modules || filters.is_empty() {
+        return filters.to_vec();
+    }
+    // Each filter's config goes into the chain verbatim (so invalid JSON stays invalid).
+    let links: Vec<String> = filters
+        .iter()
+        .map(|f| {
+            let config = if f.config.trim().is_empty() {
+                "{}"
+            } else {
+                f.config.as_str()
+            };
+            format!(
+                r#"{{"filter": "{}", "config": {config}}}"#,
+                f.module.filter_name()
+            )
+        })
+        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for f in filters {
+        env.extend(f.env.iter().cloned());
+    }
+    vec![FilterSpec {
+        module: Module::Bundle,
+        config: format!(r#"{{"chain": [{}]}}"#, links.join(", ")),
+        env,
+    }]
 }
 
 /// One wasm filter in the chain.
@@ -235,8 +297,7 @@ fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
 }
 
 fn render(spec: &EnvoySpec, dir: &Path) -> Value {
-    let mut http_filters: Vec<Value> = spec
-        .filters
+    let mut http_filters: Vec<Value> = packaged(&spec.filters)
         .iter()
         .map(|f| wasm_filter(f, spec.failure_policy))
         .collect();

@@ -60,6 +60,17 @@ impl TestCa {
         })
     }
 
+    /// A CA plus Envoy's server files in a fresh directory under the system temp dir.
+    pub fn with_server_files() -> io::Result<(TestCa, ServerFiles)> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("kavach-pki-{}-{n}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let ca = TestCa::new("kavach test ca")?;
+        let files = ca.server_files(&dir)?;
+        Ok((ca, files))
+    }
+
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         let _ = roots.add(self.cert_der.clone());

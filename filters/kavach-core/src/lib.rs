@@ -5,12 +5,14 @@
 //! host, and the same code runs inside one filter module or in the bundled chain.
 
 pub mod audit;
+pub mod chain;
 pub mod config;
 pub mod decision;
 pub mod detect;
 pub mod filter;
 pub mod headers;
 pub mod host;
+pub mod pci;
 pub mod text;
 pub mod time;
 

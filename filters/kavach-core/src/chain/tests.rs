@@ -1,0 +1,248 @@
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::host::HeaderMap;
+use crate::testing::MockHost;
+
+/// A probe filter: records every callback into a shared journal, and can stop on headers or
+/// wait for the end of the body.
+struct Probe {
+    name: &'static str,
+    journal: Rc<RefCell<Vec<String>>>,
+    stop_headers: bool,
+    wait_body: bool,
+}
+
+impl HttpFilter for Probe {
+    fn on_request_headers(&mut self, host: &dyn Host, _eos: bool) -> Flow {
+        self.journal
+            .borrow_mut()
+            .push(format!("{}:headers", self.name));
+        host.add_header(HeaderMap::Request, "x-seen-by", self.name.as_bytes());
+        if self.stop_headers {
+            host.send_response(403, &[], b"no");
+            return Flow::Stop;
+        }
+        if self.wait_body {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn on_request_body(&mut self, _host: &dyn Host, size: usize, eos: bool) -> Flow {
+        self.journal.borrow_mut().push(format!(
+            "{}:body{size}{}",
+            self.name,
+            if eos { "!" } else { "" }
+        ));
+        if self.wait_body && !eos {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn on_response_headers(&mut self, _host: &dyn Host, _eos: bool) -> Flow {
+        self.journal
+            .borrow_mut()
+            .push(format!("{}:response", self.name));
+        Flow::Continue
+    }
+
+    fn on_log(&mut self, _host: &dyn Host) {
+        self.journal.borrow_mut().push(format!("{}:log", self.name));
+    }
+}
+
+struct ProbeRoot {
+    name: &'static str,
+    journal: Rc<RefCell<Vec<String>>>,
+    stop_headers: bool,
+    wait_body: bool,
+    tick: Option<u64>,
+}
+
+impl FilterRoot for ProbeRoot {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn new_stream(&self) -> Box<dyn HttpFilter> {
+        Box::new(Probe {
+            name: self.name,
+            journal: Rc::clone(&self.journal),
+            stop_headers: self.stop_headers,
+            wait_body: self.wait_body,
+        })
+    }
+    fn tick_period_ms(&self) -> Option<u64> {
+        self.tick
+    }
+    fn on_tick(&mut self, _host: &dyn Host) {
+        self.journal
+            .borrow_mut()
+            .push(format!("{}:tick", self.name));
+    }
+}
+
+thread_local! {
+    static JOURNAL: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
+}
+
+fn journal() -> Rc<RefCell<Vec<String>>> {
+    JOURNAL.with(Rc::clone)
+}
+
+fn probe(name: &'static str, bytes: &[u8]) -> Result<Box<dyn FilterRoot>, ConfigError> {
+    let v: serde_json::Value = config::parse(bytes)?;
+    if v.get("bad").is_some() {
+        return Err(FieldPath::root().field("rules").index(0).error("bad rule"));
+    }
+    Ok(Box::new(ProbeRoot {
+        name,
+        journal: journal(),
+        stop_headers: v.get("deny").is_some(),
+        wait_body: v.get("body").is_some(),
+        tick: v.get("tick").and_then(serde_json::Value::as_u64),
+    }))
+}
+
+const REGISTRY: Registry = &[
+    ("a", |b, _| probe("a", b)),
+    ("b", |b, _| probe("b", b)),
+    ("c", |b, _| probe("c", b)),
+];
+
+fn chain(config: &str) -> Box<dyn FilterRoot> {
+    journal().borrow_mut().clear();
+    match configure(REGISTRY, config.as_bytes(), &MockHost::new()) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn taken() -> Vec<String> {
+    journal().borrow_mut().drain(..).collect()
+}
+
+#[test]
+fn filters_run_in_order_and_respond_in_reverse() {
+    let host = MockHost::new();
+    let root = chain(r#"{"chain":[{"filter":"a"},{"filter":"b"},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, true), Flow::Continue);
+    s.on_response_headers(&host, true);
+    s.on_log(&host);
+    assert_eq!(
+        taken(),
+        [
+            "a:headers",
+            "b:headers",
+            "c:headers",
+            "c:response",
+            "b:response",
+            "a:response",
+            "a:log",
+            "b:log",
+            "c:log"
+        ]
+    );
+    assert_eq!(
+        host.request_values("x-seen-by"),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+}
+
+#[test]
+fn a_local_reply_stops_the_chain_but_everyone_logs() {
+    let host = MockHost::new();
+    let root =
+        chain(r#"{"chain":[{"filter":"a"},{"filter":"b","config":{"deny":1}},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, true), Flow::Stop);
+    s.on_response_headers(&host, true);
+    s.on_log(&host);
+    assert_eq!(
+        taken(),
+        [
+            "a:headers",
+            "b:headers",
+            "b:response",
+            "a:response",
+            "a:log",
+            "b:log",
+            "c:log"
+        ]
+    );
+    assert_eq!(host.reply.borrow().as_ref().map(|r| r.status), Some(403));
+}
+
+#[test]
+fn a_filter_waiting_for_the_body_holds_later_filters_until_it_continues() {
+    let host = MockHost::new();
+    let root =
+        chain(r#"{"chain":[{"filter":"a"},{"filter":"b","config":{"body":1}},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, false), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 10, false), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 20, true), Flow::Continue);
+    assert_eq!(
+        taken(),
+        [
+            "a:headers",
+            "b:headers",
+            "a:body10",
+            "b:body10",
+            "a:body20!",
+            "b:body20!",
+            "c:headers",
+            "c:body20!"
+        ]
+    );
+}
+
+#[test]
+fn configuration_errors_name_their_place_in_the_chain() {
+    let err = |c: &str| {
+        configure(REGISTRY, c.as_bytes(), &MockHost::new())
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        err(r#"{"chain":[{"filter":"a"},{"filter":"b","config":{"bad":1}}]}"#),
+        "chain[1].config.rules[0]: bad rule"
+    );
+    assert_eq!(
+        err(r#"{"chain":[]}"#),
+        "chain: must name at least one filter"
+    );
+    assert_eq!(
+        err(r#"{"chain":[{"filter":"z"}]}"#),
+        "chain[0].filter: unknown filter \"z\" (known: a, b, c)"
+    );
+    assert_eq!(
+        err(r#"{"chain":[{"filter":"a"},{"filter":"a"}]}"#),
+        "chain[1].filter: \"a\" appears twice"
+    );
+    assert!(
+        err(r#"{"chain":[{"filter":"a","cfg":{}}]}"#).starts_with("chain[0].cfg: unknown field")
+    );
+    assert!(err(r#"{"filters":[]}"#).starts_with("filters: unknown field"));
+}
+
+#[test]
+fn one_host_timer_serves_every_filter_at_its_own_period() {
+    let host = MockHost::new();
+    let mut root = chain(
+        r#"{"chain":[{"filter":"a","config":{"tick":200}},{"filter":"b","config":{"tick":300}},{"filter":"c"}]}"#,
+    );
+    assert_eq!(root.tick_period_ms(), Some(100));
+    for _ in 0..6 {
+        root.on_tick(&host);
+        host.advance(std::time::Duration::from_millis(100));
+    }
+    let ticks = taken();
+    assert_eq!(ticks.iter().filter(|t| *t == "a:tick").count(), 3);
+    assert_eq!(ticks.iter().filter(|t| *t == "b:tick").count(), 2);
+    assert!(!ticks.iter().any(|t| t.starts_with("c:")));
+}
