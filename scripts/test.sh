@@ -13,6 +13,11 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Every test run's output is also kept, to print one total at the end.
+RESULTS="$(mktemp)"
+trap 'rm -f "$RESULTS"' EXIT
+counted() { "$@" 2>&1 | tee -a "$RESULTS"; }
+
 step "toolchain (rust-toolchain.toml)"
 rustup show active-toolchain >&2 || rustup toolchain install
 rustup target add wasm32-wasip1 >&2
@@ -33,7 +38,7 @@ cargo clippy --locked --target wasm32-wasip1 -p kavach-core -p kavach-host \
   $(scripts/lib/modules.sh | sed 's/^/-p /') -- -D warnings
 
 step "unit tests (native)"
-cargo test --locked -p kavach-core -p kavach-host -p kavach-cli
+counted cargo test --locked -p kavach-core -p kavach-host -p kavach-cli
 
 step "unit tests (kavach-core compiled to wasm32-wasip1, run under Node's WASI)"
 WASM_TEST="$(cargo test --locked -p kavach-core --target wasm32-wasip1 --no-run --message-format=json 2>/dev/null \
@@ -42,7 +47,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m["target"]["name"] == "kavach_core":
         print(m["executable"])')"
-node scripts/lib/run-wasi-tests.mjs "$WASM_TEST"
+counted node scripts/lib/run-wasi-tests.mjs "$WASM_TEST"
 
 step "wasm build"
 scripts/build.sh
@@ -56,8 +61,9 @@ step "envoy --mode validate on envoy-config/"
 scripts/validate-configs.sh
 
 step "integration tests (real Envoy, one module per filter)"
-KAVACH_PACKAGING=modules cargo test --locked -p kavach-integration -- --test-threads 2
+KAVACH_PACKAGING=modules counted cargo test --locked -p kavach-integration --tests -- --test-threads 2
 step "integration tests (real Envoy, the same tests through the bundled module)"
-KAVACH_PACKAGING=bundle cargo test --locked -p kavach-integration -- --test-threads 2
+KAVACH_PACKAGING=bundle counted cargo test --locked -p kavach-integration --tests -- --test-threads 2
 
 step "all checks passed"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "kavach: %d passed, %d failed\n", p, f }' "$RESULTS"
