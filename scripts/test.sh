@@ -23,9 +23,15 @@ rustup show active-toolchain >&2 || rustup toolchain install
 rustup target add wasm32-wasip1 >&2
 rustup component add rustfmt clippy >&2
 
-if ! command -v node >/dev/null 2>&1; then
-  step "installing Node.js (runs the wasm32 unit tests)"
-  apt-get update -qq && apt-get install -y -qq nodejs >&2
+# Node.js runs the wasm32 unit tests; skopeo and docker-registry are the OCI round-trip test's
+# client and registry.
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+if ((${#missing[@]})); then
+  step "installing ${missing[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 step "rustfmt"

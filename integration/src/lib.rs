@@ -6,11 +6,13 @@
 //! - [`envoy`]: renders an Envoy config for a test, starts Envoy, waits for `/ready`, stops it on
 //!   drop and prints its log when the test failed.
 //! - [`pki`]: a test CA and SPIFFE workload certificates made at run time.
+//! - [`registry`]: a real OCI registry on loopback, and skopeo.
 
 pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod pki;
+pub mod registry;
 
 pub use client::{Request, Response};
 pub use echo::{Behaviour, EchoServer, Received};

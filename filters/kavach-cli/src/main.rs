@@ -1,10 +1,14 @@
 //! `kavach`: native tools that go with the filters.
 //!
 //! ```text
-//! kavach verify [FILE|-] [--key-env VAR]   check a stream of audit records
+//! kavach verify [FILE|-] [--key-env VAR]          check a stream of audit records
+//! kavach oci WASM OUT_DIR NAME TAG                write an OCI image layout of a module
 //! ```
 
+mod oci;
+
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 use kavach_core::audit::verify::verify;
@@ -13,12 +17,16 @@ const USAGE: &str = "usage:
   kavach verify [FILE|-] [--key-env VAR]
       Verifies a stream of Kavach audit records (one per line, chains interleaved).
       Reports the first edited, dropped, reordered or inserted record and exits 1.
-      --key-env VAR  the chain key (for HMAC-sealed records) is in environment variable VAR.";
+      --key-env VAR  the chain key (for HMAC-sealed records) is in environment variable VAR.
+  kavach oci WASM OUT_DIR NAME TAG
+      Writes an OCI image layout (Istio/Envoy Gateway \"compat\" variant: one tar+gzip layer
+      holding plugin.wasm) for the module WASM; prints the manifest digest. Deterministic.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("verify") => verify_command(&args[1..]),
+        Some("oci") => oci_command(&args[1..]),
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -86,6 +94,38 @@ fn verify_command(args: &[String]) -> ExitCode {
         }
         Some(f) => {
             println!("FAIL at line {}: {}", f.line, f.problem);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn oci_command(args: &[String]) -> ExitCode {
+    let [wasm, out, name, tag] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let bytes = match std::fs::read(wasm) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot read {wasm}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !bytes.starts_with(b"\0asm") {
+        eprintln!("{wasm} is not a wasm module");
+        return ExitCode::from(2);
+    }
+    let source = format!("kavach {name} {}", env!("CARGO_PKG_VERSION"));
+    match oci::build(&bytes, Path::new(out), name, tag, &source) {
+        Ok(built) => {
+            println!(
+                "{out}: {name}:{tag} manifest {} layer {} plugin.wasm sha256 {}",
+                built.manifest_digest, built.layer_digest, built.wasm_sha256
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write {out}: {e}");
             ExitCode::from(1)
         }
     }
