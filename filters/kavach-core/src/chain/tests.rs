@@ -246,3 +246,139 @@ fn one_host_timer_serves_every_filter_at_its_own_period() {
     assert_eq!(ticks.iter().filter(|t| *t == "b:tick").count(), 2);
     assert!(!ticks.iter().any(|t| t.starts_with("c:")));
 }
+
+/// Counts the calls that reach the real host.
+struct Counting {
+    inner: MockHost,
+    headers: std::cell::Cell<usize>,
+    properties: std::cell::Cell<usize>,
+}
+
+impl Host for Counting {
+    fn now(&self) -> std::time::SystemTime {
+        self.inner.now()
+    }
+    fn random(&self, buf: &mut [u8]) -> bool {
+        self.inner.random(buf)
+    }
+    fn log(&self, level: crate::host::LogLevel, message: &str) {
+        self.inner.log(level, message)
+    }
+    fn headers(&self, map: HeaderMap) -> crate::host::Headers {
+        self.headers.set(self.headers.get() + 1);
+        self.inner.headers(map)
+    }
+    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        self.inner.set_header(map, name, value)
+    }
+    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
+        self.inner.add_header(map, name, value)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.set(self.properties.get() + 1);
+        self.inner.property(path)
+    }
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        self.inner.set_property(path, value)
+    }
+    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
+        self.inner.send_response(status, headers, body)
+    }
+    fn request_body(&self, start: usize, max: usize) -> Option<Vec<u8>> {
+        self.inner.request_body(start, max)
+    }
+    fn define_metric(&self, kind: crate::host::MetricKind, name: &str) -> Option<u32> {
+        self.inner.define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, offset: i64) {
+        self.inner.increment_metric(id, offset)
+    }
+    fn record_metric(&self, id: u32, value: u64) {
+        self.inner.record_metric(id, value)
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.inner.shared_get(key)
+    }
+    fn shared_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), crate::host::SharedDataError> {
+        self.inner.shared_set(key, value, cas)
+    }
+    fn http_call(
+        &self,
+        c: &str,
+        h: &[(&str, &str)],
+        b: &[u8],
+        t: std::time::Duration,
+    ) -> Option<u32> {
+        self.inner.http_call(c, h, b, t)
+    }
+    fn http_call_status(&self) -> Option<u32> {
+        self.inner.http_call_status()
+    }
+    fn set_tick_period(&self, period: std::time::Duration) {
+        self.inner.set_tick_period(period)
+    }
+}
+
+#[test]
+fn repeated_host_reads_within_a_callback_are_served_from_the_cache() {
+    let host = Counting {
+        inner: MockHost::new().with_property(&["xds", "route_name"], b"r1"),
+        headers: Default::default(),
+        properties: Default::default(),
+    };
+    let cache = cache::StreamCache::default();
+    let cached = cache::CachedHost {
+        host: &host,
+        cache: &cache,
+    };
+    cached.headers(HeaderMap::Request);
+    cached.headers(HeaderMap::Request);
+    assert_eq!(host.headers.get(), 1, "second read from the cache");
+    assert_eq!(
+        cached.property(&["xds", "route_name"]),
+        Some(b"r1".to_vec())
+    );
+    assert_eq!(
+        cached.property(&["xds", "route_name"]),
+        Some(b"r1".to_vec())
+    );
+    assert_eq!(cached.property(&["missing"]), None);
+    assert_eq!(cached.property(&["missing"]), None);
+    assert_eq!(
+        host.properties.get(),
+        2,
+        "hits and misses are both remembered"
+    );
+
+    // Changing a request header may change the route: headers and properties are read again.
+    cached.set_header(HeaderMap::Request, "x-region", Some(b"in-south"));
+    host.inner.set_property(&["xds", "route_name"], b"r2");
+    assert_eq!(
+        cached.property(&["xds", "route_name"]),
+        Some(b"r2".to_vec())
+    );
+    let h = cached.headers(HeaderMap::Request);
+    assert!(h.iter().any(|(n, v)| n == "x-region" && v == b"in-south"));
+    assert_eq!(host.headers.get(), 2);
+
+    // Filter state the chain wrote is seen for the whole stream, and written through.
+    cached.set_property(&["kavach.decision.pci_authz"], b"{}");
+    cache.begin_callback();
+    assert_eq!(
+        cached.property(&["kavach.decision.pci_authz"]),
+        Some(b"{}".to_vec())
+    );
+    assert_eq!(
+        host.inner.property(&["kavach.decision.pci_authz"]),
+        Some(b"{}".to_vec())
+    );
+    // A new callback reads properties again (response.code exists only later).
+    let before = host.properties.get();
+    cached.property(&["xds", "route_name"]);
+    assert_eq!(host.properties.get(), before + 1);
+}

@@ -75,6 +75,38 @@ struct Shared {
     chain: RefCell<Chain>,
     collector: RefCell<Option<Collector>>,
     metrics: Metrics,
+    ids: IdGenerator,
+    /// The node id and region: fixed for the life of the VM, read on the first request.
+    node: RefCell<Option<(Option<String>, Option<String>)>>,
+}
+
+/// Audit ids: 128 random bits drawn once per VM, plus a per-VM counter, formatted as an RFC 9562
+/// UUIDv8 (the vendor-specific version). Unique within a VM by the counter and across VMs
+/// (workers, restarts) by the random part, without asking the host for randomness per request.
+struct IdGenerator {
+    base: [u8; 16],
+    counter: std::cell::Cell<u64>,
+}
+
+impl IdGenerator {
+    fn next(&self) -> String {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        let mut b = self.base;
+        let low = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        b[8..16].copy_from_slice(&low.wrapping_add(n).to_be_bytes());
+        b[6] = (b[6] & 0x0f) | 0x80;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex(&b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
 }
 
 pub struct AuditRoot {
@@ -95,7 +127,8 @@ impl AuditRoot {
             None => None,
         };
         let mut id = [0u8; 16];
-        if !host.random(&mut id) {
+        let mut id_base = [0u8; 16];
+        if !host.random(&mut id) || !host.random(&mut id_base) {
             return Err(FieldPath::root().error("the host gave no randomness for the chain id"));
         }
         let chain = Chain::new(hex(&id), key);
@@ -118,6 +151,11 @@ impl AuditRoot {
                 chain: RefCell::new(chain),
                 collector: RefCell::new(collector),
                 metrics,
+                ids: IdGenerator {
+                    base: id_base,
+                    counter: std::cell::Cell::new(0),
+                },
+                node: RefCell::new(None),
             }),
         })
     }
@@ -225,6 +263,8 @@ struct Seen {
     source: Option<String>,
     node: Option<String>,
     region: Option<String>,
+    /// Observed at log time (the request never reached this filter's request callback).
+    late: bool,
 }
 
 pub struct AuditStream {
@@ -245,7 +285,7 @@ impl AuditStream {
         }
     }
 
-    fn new_audit_id(&self, host: &dyn Host, headers: &crate::host::Headers) -> String {
+    fn new_audit_id(&self, headers: &crate::host::Headers) -> String {
         if self.shared.cfg.audit_id_from_request_id {
             if let Single::One(v) = single(headers, "x-request-id") {
                 if is_uuid(v) {
@@ -253,23 +293,27 @@ impl AuditStream {
                 }
             }
         }
-        let mut b = [0u8; 16];
-        if !host.random(&mut b) {
-            // Unique per chain even without randomness: chain id plus a counter.
-            let chain = self.shared.chain.borrow();
-            return format!("{}-{}", chain.id(), unix_nanos(host.now()));
+        self.shared.ids.next()
+    }
+
+    /// The node id and region (cached: they do not change while the VM lives).
+    fn node(&self, host: &dyn Host) -> (Option<String>, Option<String>) {
+        if let Some(n) = self.shared.node.borrow().as_ref() {
+            return n.clone();
         }
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex(&b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        let prop = |path: &[&str]| {
+            host.property(path)
+                .filter(|v| !v.is_empty())
+                .map(|v| self.clean(&v))
+        };
+        let key = self.shared.cfg.region_metadata_key.as_str();
+        let node = (
+            prop(&["xds", "node", "id"]),
+            prop(&["xds", "node", "metadata", key])
+                .or_else(|| prop(&["xds", "node", "locality", "region"])),
+        );
+        *self.shared.node.borrow_mut() = Some(node.clone());
+        node
     }
 
     fn record_path(&self, raw: &str) -> String {
@@ -303,8 +347,9 @@ impl AuditStream {
                 .map(|v| self.clean(&v))
         };
         let raw_path = self.header_text(headers, ":path").unwrap_or_default();
+        let (node, region) = self.node(host);
         Seen {
-            audit_id: self.new_audit_id(host, headers),
+            audit_id: self.new_audit_id(headers),
             ts: rfc3339(start, cfg.utc_offset),
             start,
             request_id: self.header_text(headers, "x-request-id"),
@@ -313,15 +358,16 @@ impl AuditStream {
             authority: self.header_text(headers, ":authority").unwrap_or_default(),
             principal: prop(&["connection", "uri_san_peer_certificate"]),
             source: prop(&["source", "address"]),
-            node: prop(&["xds", "node", "id"]),
-            region: prop(&["xds", "node", "metadata", cfg.region_metadata_key.as_str()])
-                .or_else(|| prop(&["xds", "node", "locality", "region"])),
+            node,
+            region,
+            late: false,
         }
     }
 
     /// Fallback when the request never reached this filter (an earlier filter replied).
     fn observe_late(&self, host: &dyn Host) -> Seen {
         let mut seen = self.observe(host, &Vec::new());
+        seen.late = true;
         let prop = |path: &[&str]| {
             host.property(path)
                 .filter(|v| !v.is_empty())
@@ -349,8 +395,17 @@ impl AuditStream {
                 host.set_header(HeaderMap::Request, name, Some(v.as_bytes()));
             }
         };
-        put(&names.id, &Some(seen.audit_id.clone()));
-        put(&names.timestamp, &Some(seen.ts.clone()));
+        // Generated by us: ASCII, bounded, nothing to escape.
+        host.set_header(
+            HeaderMap::Request,
+            &names.id,
+            Some(seen.audit_id.as_bytes()),
+        );
+        host.set_header(
+            HeaderMap::Request,
+            &names.timestamp,
+            Some(seen.ts.as_bytes()),
+        );
         put(&names.principal, &seen.principal);
         put(&names.source, &seen.source);
         put(&names.node, &seen.node);
@@ -379,16 +434,24 @@ impl AuditStream {
                 Published::Invalid { filter } => invalid.push(filter),
             }
         }
-        let duration_us = host
-            .property_i64(&["request", "duration"])
-            .and_then(|ns| u64::try_from(ns).ok())
-            .map(|ns| ns / 1000)
-            .or_else(|| {
-                host.now()
-                    .duration_since(seen.start)
-                    .ok()
-                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            });
+        // From our own clock (one cheap host call) when we saw the request start; Envoy's
+        // request.duration otherwise.
+        let own = || {
+            host.now()
+                .duration_since(seen.start)
+                .ok()
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        let envoys = || {
+            host.property_i64(&["request", "duration"])
+                .and_then(|ns| u64::try_from(ns).ok())
+                .map(|ns| ns / 1000)
+        };
+        let duration_us = if seen.late {
+            envoys().or_else(own)
+        } else {
+            own()
+        };
         let num = |path: &[&str]| host.property_i64(path).and_then(|v| u64::try_from(v).ok());
         Record {
             v: 0,

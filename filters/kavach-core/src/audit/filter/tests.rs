@@ -87,7 +87,11 @@ fn audit_ids_are_uuids_and_unique() {
     let second = host.request_values("x-audit-id").remove(0);
     assert_ne!(first, second);
     assert!(is_uuid(&first));
-    assert_eq!(first[14], b'4', "version 4");
+    assert_eq!(first[14], b'8', "RFC 9562 version 8");
+    assert!(
+        matches!(first[19], b'8' | b'9' | b'a' | b'b'),
+        "RFC 9562 variant"
+    );
     assert_eq!(host.property(&[AUDIT_ID_PROPERTY]).unwrap(), second);
 }
 
@@ -128,6 +132,7 @@ fn the_record_has_the_request_the_response_and_the_decisions() {
     let r = root("", &host);
     let mut s = r.new_stream();
     s.on_request_headers(&host, true);
+    host.advance(std::time::Duration::from_micros(2500));
     let mut d = Decision::new("pci_authz", Outcome::Allow);
     d.rule = Some("payments-read".into());
     d.policy_version = Some("v7".into());

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Usage: scripts/bench.sh [--rounds N] [--seconds S] [--only a,b,...]
+#   Measures Envoy with each filter variant against a no-filter baseline in the same run:
+#   throughput (wrk), Envoy CPU per request (/proc), latency at a fixed offered load (h2load),
+#   RSS, startup time, module sizes; then memory with 2 and 4 workers and under many distinct
+#   keys. Writes docs/bench.md (latest results, with this command and the date) and
+#   docs/bench.csv. Takes about 15 minutes; run it on an otherwise idle machine.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+scripts/build.sh
+cargo build --release --locked --target wasm32-wasip1 -p kavach-bench-noop
+ENVOY="$(scripts/install-envoy.sh)"
+
+python3 scripts/lib/bench.py --envoy "$ENVOY" \
+  --noop-wasm target/wasm32-wasip1/release/kavach_bench_noop.wasm \
+  --out docs/bench-results "$@"

@@ -1,0 +1,312 @@
+"""Kavach benchmark: Envoy with each filter variant, measured as ratios to a baseline of the same
+round. Driven by scripts/bench.sh; see docs/bench.md for what is measured and how.
+
+Every variant is the same Envoy (1 worker, pinned to one core) answering a direct response, with
+a different HTTP filter chain in front of the router. wrk (pinned to the other core) measures
+throughput; h2load at a fixed rate below saturation gives the latency distribution; Envoy's CPU
+time comes from /proc, so the load generator's share is excluded.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DIST = ROOT / "dist"
+TICK = os.sysconf("SC_CLK_TCK")
+
+WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+# Realistic configurations, one per Kavach filter (the same JSON as each module's plugin config).
+PCI_POLICY = {
+    "policy_version": "bench-2026-11-26",
+    "trust_domain": "bank.local",
+    "rules": [
+        {"name": f"svc-{i}", "principals": [f"spiffe://bank.local/ns/team{i}/sa/api"],
+         "methods": ["GET", "POST"], "paths": [f"/v1/team{i}/**"]}
+        for i in range(20)
+    ] + [
+        {"name": "cards-read", "methods": ["GET"], "paths": ["/v1/cards/*"],
+         "headers": [{"name": "x-tenant", "regex": "^[a-z]+$"}]},
+    ],
+}
+CONFIGS = {
+    "audit": {"utc_offset": "+05:30", "return_audit_id": True, "query": "redact_values"},
+    "pci_authz": PCI_POLICY,
+}
+MODULE = {"audit": "kavach-audit", "pci_authz": "kavach-pci-authz", "residency": "kavach-residency",
+          "ratelimit": "kavach-ratelimit", "metrics": "kavach-metrics"}
+CHAIN_ORDER = ["audit", "residency", "pci_authz", "ratelimit", "metrics"]
+
+REQUEST_HEADERS = {"x-tenant": "acme", "x-bench": "1", "user-agent": "kavach-bench"}
+PATH = "/v1/cards/4242"
+
+
+def wasm_filter(name, module_file, config):
+    return {"name": name, "typed_config": {"@type": WASM, "config": {
+        "name": name, "root_id": name, "failure_policy": "FAIL_RELOAD",
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": json.dumps(config)},
+        "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": str(module_file)}}}}}}
+
+
+def kavach(filter_name):
+    return wasm_filter(f"kavach.{filter_name}", DIST / f"{MODULE[filter_name]}.wasm", CONFIGS[filter_name])
+
+
+def available_filters():
+    return [f for f in CHAIN_ORDER if f in CONFIGS and (DIST / f"{MODULE[f]}.wasm").exists()]
+
+
+def native(name, type_url, config):
+    return {"name": name, "typed_config": {"@type": type_url, **config}}
+
+
+def variants(noop_wasm):
+    chain = available_filters()
+    v = {
+        "baseline": [],
+        "wasm-floor": [wasm_filter("bench.noop", noop_wasm, {})],
+    }
+    for f in chain:
+        v[f"kavach-{f}"] = [kavach(f)]
+    v["chain-modules"] = [kavach(f) for f in chain]
+    v["chain-bundle"] = [wasm_filter("kavach.bundle", DIST / "kavach-bundle.wasm",
+                                     {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
+    v["native-rbac"] = [native("envoy.filters.http.rbac",
+                               "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                               {"rules": {"action": "ALLOW", "policies": {
+                                   f"p{i}": {"permissions": [{"url_path": {"path": {"prefix": f"/v1/team{i}/"}}}],
+                                             "principals": [{"authenticated": {"principal_name": {
+                                                 "exact": f"spiffe://bank.local/ns/team{i}/sa/api"}}}]}
+                                   for i in range(20)} | {"cards": {
+                                       "permissions": [{"url_path": {"path": {"prefix": "/v1/cards/"}}}],
+                                       "principals": [{"any": True}]}}}})]
+    v["native-local-ratelimit"] = [native("envoy.filters.http.local_ratelimit",
+                                          "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                                          {"stat_prefix": "bench",
+                                           "token_bucket": {"max_tokens": 100000000, "tokens_per_fill": 100000000,
+                                                            "fill_interval": "1s"},
+                                           "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+                                           "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}})]
+    v["native-header-mutation"] = [native("envoy.filters.http.header_mutation",
+                                          "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                                          {"mutations": {"request_mutations": [{"append": {
+                                              "header": {"key": "x-noop", "value": "1"},
+                                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]}})]
+    v["lua"] = [native("envoy.filters.http.lua",
+                       "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                       {"default_source_code": {"inline_string":
+                           "function envoy_on_request(h)\n"
+                           "  local seen = h:headers():get('x-bench')\n"
+                           "  h:headers():replace('x-noop', seen and '1' or '0')\nend\n"}})]
+    return v
+
+
+def bootstrap(http_filters, admin_port, port, access_log):
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "bench",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]}]},
+           "http_filters": http_filters + [ROUTER]}
+    if access_log:
+        hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": access_log,
+            "log_format": {"text_format_source": {"inline_string": "%FILTER_STATE(wasm.kavach.audit.record:PLAIN)%\n"}}}}]
+    return {"node": {"id": "bench", "cluster": "bench", "metadata": {"region": "in-west"}},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}]}]}}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Envoy:
+    def __init__(self, envoy_bin, filters, workers, core, tmp):
+        self.admin, self.port = free_port(), free_port()
+        self.dir = pathlib.Path(tempfile.mkdtemp(dir=tmp))
+        log = self.dir / "audit.log"
+        cfg = self.dir / "envoy.json"
+        uses_audit = any("kavach.audit" in json.dumps(f) or "kavach.bundle" in f["name"] for f in filters)
+        cfg.write_text(json.dumps(bootstrap(filters, self.admin, self.port, str(log) if uses_audit else None)))
+        cmd = ["taskset", "-c", core, envoy_bin, "-c", str(cfg), "--concurrency", str(workers),
+               "--disable-hot-restart", "-l", "error"]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "envoy.log", "w"))
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited: {(self.dir / 'envoy.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.startup_s = time.monotonic() - t0
+
+    def cpu_ticks(self):
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    def rss_kib(self):
+        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def header_args(flag):
+    args = []
+    for k, v in REQUEST_HEADERS.items():
+        args += [flag, f"{k}: {v}"]
+    return args
+
+
+def wrk(port, seconds, core, conns, script=None):
+    cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    cmd += header_args("-H")
+    if script:
+        cmd += ["-s", str(script)]
+    cmd.append(f"http://127.0.0.1:{port}{PATH}")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return requests, int(non2xx.group(1)) if non2xx else 0
+
+
+def latency(port, rate, seconds, core, tmp):
+    """p50/p99 in microseconds at a fixed offered load (h2load --rps over HTTP/1.1)."""
+    clients = 4
+    log = pathlib.Path(tmp) / f"h2load-{port}.log"
+    n = rate * seconds
+    cmd = ["taskset", "-c", core, "h2load", "--h1", "-c", str(clients), "-m", "1",
+           "--rps", str(rate // clients), "-n", str(n), "--log-file", str(log)]
+    cmd += header_args("-H")
+    cmd.append(f"http://127.0.0.1:{port}{PATH}")
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    times = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
+    log.unlink()
+    if not times:
+        return None, None
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--envoy", required=True)
+    ap.add_argument("--noop-wasm", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rate", type=int, default=2000, help="offered load for the latency runs (req/s)")
+    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
+    args = ap.parse_args()
+
+    cores = os.sched_getaffinity(0)
+    envoy_core, load_core = ("0", "1") if len(cores) >= 2 else ("0", "0")
+    tmp = tempfile.mkdtemp(prefix="kavach-bench-")
+    all_variants = variants(args.noop_wasm)
+    names = [n for n in all_variants if not args.only or n in args.only.split(",")]
+    if "baseline" not in names:
+        names.insert(0, "baseline")
+    rows = {n: {"rps": [], "ratio": [], "cpu_us": [], "startup_s": [], "rss_kib": [], "p50": [], "p99": [],
+                "errors": 0} for n in names}
+    for rnd in range(args.rounds):
+        order = names if rnd % 2 == 0 else list(reversed(names))  # interleave, alternate direction
+        base_rps = None
+        for name in order:
+            e = Envoy(args.envoy, all_variants[name], 1, envoy_core, tmp)
+            try:
+                wrk(e.port, args.warmup, load_core, args.connections)
+                t0 = e.cpu_ticks()
+                reqs, errs = wrk(e.port, args.seconds, load_core, args.connections)
+                t1 = e.cpu_ticks()
+                p50, p99 = latency(e.port, args.rate, 5, load_core, tmp)
+                r = rows[name]
+                r["rps"].append(reqs / args.seconds)
+                r["cpu_us"].append((t1 - t0) / TICK * 1e6 / max(reqs, 1))
+                r["startup_s"].append(e.startup_s)
+                r["rss_kib"].append(e.rss_kib())
+                r["errors"] += errs
+                if p50 is not None:
+                    r["p50"].append(p50)
+                    r["p99"].append(p99)
+                print(f"round {rnd + 1} {name:24s} {reqs / args.seconds:9.0f} req/s "
+                      f"{r['cpu_us'][-1]:6.1f} us/req p50 {p50} p99 {p99} us", file=sys.stderr)
+            finally:
+                e.stop()
+        # Ratios against this round's baseline.
+        base_rps = rows["baseline"]["rps"][-1]
+        for name in names:
+            rows[name]["ratio"].append(rows[name]["rps"][-1] / base_rps)
+
+    sizes = {p.stem: p.stat().st_size for p in DIST.glob("*.wasm")}
+    sizes["kavach-bench-noop"] = pathlib.Path(args.noop_wasm).stat().st_size
+    wasm_of = {"wasm-floor": "kavach-bench-noop", "chain-bundle": "kavach-bundle"}
+    for f in CHAIN_ORDER:
+        wasm_of[f"kavach-{f}"] = MODULE[f]
+
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    med = statistics.median
+    header = ["variant", "req/s", "ratio", "envoy CPU us/req", "added us/req", "p50 us", "p99 us",
+              "RSS MiB", "startup s", "wasm KiB", "errors"]
+    base_cpu = med(rows["baseline"]["cpu_us"])
+    table = []
+    for name in names:
+        r = rows[name]
+        size = sizes.get(wasm_of.get(name, ""), None)
+        if name == "chain-modules":
+            size = sum(sizes.get(MODULE[f], 0) for f in available_filters())
+        table.append([name, f"{med(r['rps']):.0f}", f"{med(r['ratio']):.2f}", f"{med(r['cpu_us']):.1f}",
+                      f"{med(r['cpu_us']) - base_cpu:+.1f}",
+                      f"{med(r['p50']):.0f}" if r["p50"] else "-", f"{med(r['p99']):.0f}" if r["p99"] else "-",
+                      f"{med(r['rss_kib']) / 1024:.1f}", f"{med(r['startup_s']):.2f}",
+                      f"{size / 1024:.0f}" if size else "-", str(r["errors"])])
+    with open(f"{out}.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(table)
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in table]
+    pathlib.Path(f"{out}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
