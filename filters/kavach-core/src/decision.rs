@@ -28,6 +28,7 @@ pub const FILTERS: &[&str] = &["residency", "pci_authz", "ratelimit"];
 pub const MAX_DECISION_BYTES: usize = 2048;
 
 /// What a filter did with the request.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -42,6 +43,7 @@ pub enum Outcome {
 }
 
 /// One filter's decision for one request.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {

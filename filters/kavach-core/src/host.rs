@@ -117,3 +117,57 @@ pub trait HostExt: Host {
 }
 
 impl<H: Host + ?Sized> HostExt for H {}
+
+/// A host that answers nothing: for checking configuration outside Envoy (the `kavach validate`
+/// command runs each filter's configure step against it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullHost;
+
+impl Host for NullHost {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH
+    }
+    fn random(&self, buf: &mut [u8]) -> bool {
+        buf.fill(0);
+        true
+    }
+    fn log(&self, _level: LogLevel, _message: &str) {}
+    fn headers(&self, _map: HeaderMap) -> Headers {
+        Vec::new()
+    }
+    fn set_header(&self, _map: HeaderMap, _name: &str, _value: Option<&[u8]>) {}
+    fn add_header(&self, _map: HeaderMap, _name: &str, _value: &[u8]) {}
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_property(&self, _path: &[&str], _value: &[u8]) -> bool {
+        false
+    }
+    fn send_response(&self, _status: u32, _headers: &[(&str, &[u8])], _body: &[u8]) {}
+    fn request_body(&self, _start: usize, _max_size: usize) -> Option<Vec<u8>> {
+        None
+    }
+    fn define_metric(&self, _kind: MetricKind, _name: &str) -> Option<u32> {
+        None
+    }
+    fn increment_metric(&self, _id: u32, _offset: i64) {}
+    fn record_metric(&self, _id: u32, _value: u64) {}
+    fn shared_get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        (None, None)
+    }
+    fn shared_set(
+        &self,
+        _key: &str,
+        _value: &[u8],
+        _cas: Option<u32>,
+    ) -> Result<(), SharedDataError> {
+        Err(SharedDataError::Failed)
+    }
+    fn http_call(&self, _c: &str, _h: &[(&str, &str)], _b: &[u8], _t: Duration) -> Option<u32> {
+        None
+    }
+    fn http_call_status(&self) -> Option<u32> {
+        None
+    }
+    fn set_tick_period(&self, _period: Duration) {}
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod detect;
 pub mod filter;
+pub mod filters;
 pub mod headers;
 pub mod host;
 pub mod pci;

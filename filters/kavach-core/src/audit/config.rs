@@ -18,6 +18,7 @@ use crate::config::{self, header_name, in_range, non_empty, ConfigError, FieldPa
 use crate::headers::alias_form;
 use crate::time::parse_offset;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfigJson {
@@ -66,6 +67,7 @@ impl Default for AuditConfigJson {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderNamesJson {
@@ -77,6 +79,7 @@ pub struct HeaderNamesJson {
     pub region: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryMode {
@@ -86,6 +89,7 @@ pub enum QueryMode {
     RedactValues,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorJson {

@@ -31,6 +31,7 @@ const HASH_MEMBER: &str = ",\"hash\":\"";
 const SEAL_LEN: usize = HASH_MEMBER.len() + 64 + 2;
 
 /// How records are chained.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
@@ -39,6 +40,7 @@ pub enum Algorithm {
 }
 
 /// One audit record, fields in wire order.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {

@@ -33,12 +33,14 @@ pub type Registry = &'static [(&'static str, Configure)];
 /// Longest chain accepted.
 pub const MAX_FILTERS: usize = 16;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChainJson {
     chain: Vec<LinkJson>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LinkJson {

@@ -49,6 +49,7 @@ pub const MIN_TOKEN_KEY_BYTES: usize = 32;
 pub const MAX_TOKEN_TTL_SECONDS: u64 = 86_400;
 
 /// Whether denials are enforced.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -68,6 +69,7 @@ where
     T::deserialize(d).map(Some)
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PciConfigJson {
@@ -90,6 +92,7 @@ fn default_deny_status() -> u32 {
     403
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct XfccJson {
@@ -97,6 +100,7 @@ pub struct XfccJson {
     pub trusted_proxies: Vec<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenJson {

@@ -12,6 +12,7 @@ use crate::pci::matcher::{
 /// Longest rule name.
 pub const MAX_RULE_NAME_BYTES: usize = 64;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleJson {
@@ -35,6 +36,7 @@ pub struct RuleJson {
 }
 
 /// A header condition: `name` and exactly one of the tests.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderJson {

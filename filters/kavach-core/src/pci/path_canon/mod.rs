@@ -19,6 +19,7 @@ use std::fmt::{self, Write as _};
 use serde::Deserialize;
 
 /// What to do with `.` and `..` path segments.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DotSegments {
