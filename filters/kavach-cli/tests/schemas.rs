@@ -1,7 +1,6 @@
 //! The JSON Schemas in schemas/ are current, and every example configuration in the repository
 //! passes both its schema and the filter's own validation.
 
-
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::path::{Path, PathBuf};
 
