@@ -6,11 +6,15 @@
 //! - [`envoy`]: renders an Envoy config for a test, starts Envoy, waits for `/ready`, stops it on
 //!   drop and prints its log when the test failed.
 //! - [`pki`]: a test CA and SPIFFE workload certificates made at run time.
+//! - [`load`]: many requests from many threads, counted by outcome.
+//! - [`prometheus`]: parses `/stats/prometheus`; the `stats_config` for the metrics filter.
 
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod load;
 pub mod pki;
+pub mod prometheus;
 
 pub use client::{Request, Response};
 pub use echo::{Behaviour, EchoServer, Received};
