@@ -54,9 +54,7 @@ impl Response {
     /// The request as the echo upstream received it; None when the answer did not come from
     /// the upstream (a local reply of a filter, for example).
     pub fn echoed(&self) -> Option<Received> {
-        if self.header("x-served-by").is_none() {
-            return None;
-        }
+        self.header("x-served-by")?;
         serde_json::from_slice(&self.body).ok()
     }
 }

@@ -183,6 +183,7 @@ pub fn wasm_path(module: Module) -> PathBuf {
 }
 
 /// The Envoy binary: `KAVACH_ENVOY`, else whatever `scripts/install-envoy.sh` installs.
+#[allow(clippy::panic)] // test harness: no Envoy is a failed test
 pub fn envoy_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KAVACH_ENVOY") {
         return PathBuf::from(p);
@@ -366,6 +367,7 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
 
 impl Envoy {
     /// Starts Envoy and waits until it is ready; panics with Envoy's log when it does not start.
+    #[allow(clippy::panic)] // test harness: the panic is the failed test, with Envoy's log
     pub fn start(spec: &EnvoySpec) -> Envoy {
         match Self::try_start(spec) {
             Ok(e) => e,

@@ -247,3 +247,169 @@ fn it_shows_every_series_with_its_labels_on_the_prometheus_endpoint() {
     assert!(!text.contains("a\\\"b"));
     assert!(!text.contains("{c}"));
 }
+
+const CARDINALITY_CONFIG: &str = r#"{
+  "max_total_series": 400,
+  "metrics": [
+    { "name": "kavach_requests_total", "type": "counter", "max_series": 100,
+      "labels": [ {"source": "route"}, {"source": "method"}, {"source": "status_class"},
+                  {"source": "path"}, {"source": "header", "header": "x-tenant", "name": "tenant"} ] },
+    { "name": "kavach_request_duration_ms", "type": "histogram", "value": "duration_ms",
+      "max_series": 20, "labels": [ {"source": "route"}, {"source": "path"} ] },
+    { "name": "kavach_requests_by_method_total", "type": "counter", "max_series": 50,
+      "labels": [ {"source": "method"}, {"source": "status_class"} ] }
+  ]
+}"#;
+
+/// Lower-case letters only, so the automatic templating keeps it as a word.
+fn word(mut i: usize) -> String {
+    let mut s = String::new();
+    loop {
+        s.push(char::from(b'a' + (i % 26) as u8));
+        i /= 26;
+        if i == 0 {
+            return s;
+        }
+    }
+}
+
+/// Envoy's HTTP/1 codec itself refuses non-standard methods (400 before any filter runs), so
+/// the methods vary over the standard ones that carry a response body.
+const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// Request `i`: its own path (a word segment and an id), host and tenant.
+fn distinct_request(i: usize) -> Request {
+    let method = METHODS[i % 6];
+    let route = ["a", "b", "c", "d", "e"][i % 5];
+    Request::new(method, format!("/{route}/item-{}/{i}?trace={i}", word(i)))
+        .header("host", format!("h{i}.bank.test"))
+        .header("x-tenant", format!("t-{}", word(i * 7)))
+}
+
+#[test]
+fn it_caps_series_under_100k_distinct_requests_and_counts_the_rest_exactly() {
+    let upstream = EchoServer::start("core").unwrap();
+    let mut spec = spec(
+        &upstream,
+        CARDINALITY_CONFIG,
+        &["route", "method", "status_class", "path", "tenant"],
+    )
+    .concurrency(2);
+    for name in ["a", "b", "c", "d"] {
+        spec = spec.route(named_route(name, &format!("/{name}/"), "upstream"));
+    }
+    let spec = spec.route(json!({ "name": "e", "match": { "prefix": "/e/" },
+                                  "direct_response": { "status": 404 } }));
+    let envoy = Envoy::start(&spec);
+
+    // Warm up: budgets fill, connection pools and buffers reach their working size.
+    let warmup = load::run(envoy.addr(), 5_000, 16, |i| distinct_request(1_000_000 + i));
+    assert_eq!(warmup.errors, 0, "{:?}", warmup.error_samples);
+    let rss_before = envoy.rss_kib().unwrap();
+
+    let started = Instant::now();
+    let report = load::run(envoy.addr(), 100_000, 16, distinct_request);
+    let elapsed = started.elapsed();
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    let sent = (warmup.answered() + report.answered()) as f64;
+    eprintln!(
+        "100000 requests in {elapsed:?} ({:.0}/s); statuses {:?}",
+        100_000.0 / elapsed.as_secs_f64(),
+        report.statuses
+    );
+
+    let scrape = envoy.wait_prometheus(Duration::from_secs(30), |s| {
+        s.sum("kavach_requests_total") == sent
+            && s.sum("kavach_requests_by_method_total") == sent
+            && s.sum("kavach_request_duration_ms_count") == sent
+    });
+    let rss_after = envoy.rss_kib().unwrap();
+    eprintln!(
+        "VmRSS {rss_before} KiB before, {rss_after} KiB after ({:+} KiB)",
+        rss_after as i64 - rss_before as i64
+    );
+    assert!(scrape.unparsed.is_empty(), "{:?}", scrape.unparsed);
+
+    // Every request is in exactly one series of each metric.
+    assert_eq!(scrape.sum("kavach_requests_total"), sent);
+    assert_eq!(scrape.sum("kavach_requests_by_method_total"), sent);
+    assert_eq!(scrape.sum("kavach_request_duration_ms_count"), sent);
+
+    // Distinct combinations: no two workers can both spend budget on one, so the budget is
+    // spent exactly, and never passed.
+    for (metric, max) in [
+        ("kavach_requests_total", 100.0),
+        ("kavach_request_duration_ms_count", 20.0),
+    ] {
+        let own = labelled(&scrape, metric);
+        assert_eq!(own.len() as f64, max, "{metric}");
+        let rest = other(&scrape, metric);
+        let base = metric.trim_end_matches("_count");
+        assert_eq!(overflow(&scrape, base), Some(rest), "{metric}");
+        assert_eq!(
+            own.iter().map(|s| s.value).sum::<f64>() + rest,
+            sent,
+            "{metric}"
+        );
+        assert_eq!(
+            scrape.value("kavach_metrics_series", &[("metric", base)]),
+            Some(max)
+        );
+    }
+    // The small vocabulary fits: per method and status class, nothing overflows.
+    assert_eq!(
+        overflow(&scrape, "kavach_requests_by_method_total"),
+        Some(0.0)
+    );
+    let by_method = labelled(&scrape, "kavach_requests_by_method_total");
+    assert_eq!(by_method.len(), 6 * 2, "{by_method:?}");
+    let method_total = |m: &str| {
+        by_method
+            .iter()
+            .filter(|s| s.label("method") == Some(m))
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    let expected =
+        |m: usize, n: usize, offset: usize| (offset..offset + n).filter(|i| i % 6 == m).count();
+    for (m, name) in METHODS.iter().enumerate() {
+        let want = expected(m, 100_000, 0) + expected(m, 5_000, 1_000_000);
+        assert_eq!(method_total(name), want as f64, "{name}");
+    }
+    // Labels render: the first admitted series are real label values, templated.
+    let sample = labelled(&scrape, "kavach_requests_total")[0];
+    assert!(
+        sample.label("path").unwrap().ends_with("/:id"),
+        "{sample:?}"
+    );
+    assert!(
+        sample.label("tenant").unwrap().starts_with("t-"),
+        "{sample:?}"
+    );
+
+    // Memory stays flat: all the growth a cardinality explosion would cause is absent.
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}
+
+#[test]
+fn it_refuses_to_start_when_the_budgets_exceed_the_global_ceiling() {
+    let upstream = EchoServer::start("core").unwrap();
+    let config = r#"{ "max_total_series": 150, "metrics": [
+        { "name": "kavach_requests_total", "type": "counter", "max_series": 100, "labels": [{"source": "route"}] },
+        { "name": "kavach_request_duration_ms", "type": "histogram", "value": "duration_ms",
+          "max_series": 50, "labels": [{"source": "route"}] } ] }"#;
+    let failure = match Envoy::try_start(&spec(&upstream, config, &["route"])) {
+        Ok(_) => panic!("Envoy started with budgets over the ceiling"),
+        Err(f) => f,
+    };
+    assert!(
+        failure.log.contains(
+            "kavach-metrics: invalid configuration: metrics[1].max_series: the budgets add up to at least 152 series (each metric's max_series plus its \"(other)\" series), over max_total_series 150"
+        ),
+        "{}",
+        failure.log
+    );
+}
