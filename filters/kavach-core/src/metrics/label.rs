@@ -59,17 +59,16 @@ pub fn safe_text(text: &str) -> String {
 /// series name that ends like `x_rq_200` would lose `_rq_200` to an `envoy_response_code` tag
 /// (verified on Envoy 1.40). Such a value gets its last `_` replaced by `-` (`x_rq-200`).
 pub fn defuse_builtin_tags(value: &mut String) {
-    let b = value.as_bytes();
-    let n = b.len();
-    if n < 7 {
-        return;
-    }
-    let tail = &b[n - 7..];
-    let digits = tail[4].is_ascii_digit()
-        && ((tail[5].is_ascii_digit() && tail[6].is_ascii_digit())
-            || (tail[5] == b'x' && tail[6] == b'x'));
-    if &tail[..4] == b"_rq_" && digits {
-        value.replace_range(n - 4..n - 3, "-");
+    let code = |d: u8, x: u8, y: u8| {
+        d.is_ascii_digit()
+            && ((x.is_ascii_digit() && y.is_ascii_digit()) || (x == b'x' && y == b'x'))
+    };
+    if let [.., b'_', b'r', b'q', b'_', d, x, y] = value.as_bytes() {
+        if code(*d, *x, *y) {
+            // The bytes are ASCII, so this is a character boundary.
+            let at = value.len() - 4;
+            value.replace_range(at..at + 1, "-");
+        }
     }
 }
 
