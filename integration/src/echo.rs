@@ -130,6 +130,7 @@ fn serve(
     stop: &AtomicBool,
 ) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_nodelay(true)?;
     let mut writer = conn.try_clone()?;
     let mut reader = BufReader::new(conn);
     loop {
@@ -150,17 +151,22 @@ fn serve(
                 }
                 return Ok(());
             }
+            // One write per response: several small writes on a keep-alive connection meet
+            // Nagle's algorithm and the peer's delayed ACK (tens of ms per response).
             Behaviour::Status(code) => {
-                write!(writer, "HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n")?;
+                writer.write_all(
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+                )?;
             }
             Behaviour::Echo => {
                 let body = serde_json::to_vec(&req).unwrap_or_default();
-                write!(
-                    writer,
+                let mut out = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-served-by: {name}\r\ncontent-length: {}\r\n\r\n",
                     body.len()
-                )?;
-                writer.write_all(&body)?;
+                )
+                .into_bytes();
+                out.extend_from_slice(&body);
+                writer.write_all(&out)?;
             }
         }
         writer.flush()?;

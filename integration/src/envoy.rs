@@ -23,6 +23,7 @@ use crate::pki::ServerFiles;
 pub enum Module {
     Audit,
     PciAuthz,
+    Metrics,
     /// Every filter in one module, configured as a chain.
     Bundle,
 }
@@ -33,6 +34,7 @@ impl Module {
         match self {
             Module::Audit => "kavach-audit",
             Module::PciAuthz => "kavach-pci-authz",
+            Module::Metrics => "kavach-metrics",
             Module::Bundle => "kavach-bundle",
         }
     }
@@ -41,6 +43,7 @@ impl Module {
         match self {
             Module::Audit => "audit",
             Module::PciAuthz => "pci_authz",
+            Module::Metrics => "metrics",
             Module::Bundle => "bundle",
         }
     }
@@ -154,6 +157,9 @@ pub struct EnvoySpec {
     /// Node metadata region (what the proxy runs in).
     pub node_region: Option<String>,
     pub failure_policy: &'static str,
+    /// The bootstrap's `stats_config` (Envoy JSON), e.g. `stats_tags` that turn parts of stat
+    /// names into Prometheus labels.
+    pub stats_config: Option<Value>,
 }
 
 impl EnvoySpec {
@@ -171,6 +177,7 @@ impl EnvoySpec {
             audit_access_log: false,
             node_region: Some("in-west".into()),
             failure_policy: "FAIL_RELOAD",
+            stats_config: None,
         }
     }
 
@@ -191,6 +198,17 @@ impl EnvoySpec {
 
     pub fn audit_access_log(mut self) -> Self {
         self.audit_access_log = true;
+        self
+    }
+
+    pub fn stats_config(mut self, config: Value) -> Self {
+        self.stats_config = Some(config);
+        self
+    }
+
+    /// Adds a route before the default one (an Envoy route JSON object).
+    pub fn route(mut self, route: Value) -> Self {
+        self.routes.push(route);
         self
     }
 
@@ -227,6 +245,7 @@ pub fn wasm_path(module: Module) -> PathBuf {
 }
 
 /// The Envoy binary: `KAVACH_ENVOY`, else whatever `scripts/install-envoy.sh` installs.
+#[allow(clippy::panic)] // test harness: no Envoy is a failed test
 pub fn envoy_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KAVACH_ENVOY") {
         return PathBuf::from(p);
@@ -396,15 +415,20 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
         node["metadata"] = json!({ "region": region });
         node["locality"] = json!({ "region": region });
     }
-    json!({
+    let mut bootstrap = json!({
         "node": node,
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": { "listeners": listeners, "clusters": clusters },
-    })
+    });
+    if let Some(stats) = &spec.stats_config {
+        bootstrap["stats_config"] = stats.clone();
+    }
+    bootstrap
 }
 
 impl Envoy {
     /// Starts Envoy and waits until it is ready; panics with Envoy's log when it does not start.
+    #[allow(clippy::panic)] // test harness: the panic is the failed test, with Envoy's log
     pub fn start(spec: &EnvoySpec) -> Envoy {
         match Self::try_start(spec) {
             Ok(e) => e,
@@ -518,6 +542,45 @@ impl Envoy {
     /// The mTLS listener (when the spec asked for one).
     pub fn mtls_addr(&self) -> SocketAddr {
         self.mtls_listener.unwrap_or(self.listener)
+    }
+
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Envoy's resident memory in KiB (`VmRSS` in /proc/<pid>/status); None where there is no
+    /// /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The Prometheus exposition of `/stats/prometheus`.
+    pub fn prometheus(&self) -> crate::prometheus::Scrape {
+        let (_, body) = self.admin_get("/stats/prometheus").unwrap_or_default();
+        crate::prometheus::Scrape::parse(&body)
+    }
+
+    /// Scrapes `/stats/prometheus` until `done` holds or `timeout` passes; returns the last
+    /// scrape either way (the caller asserts on it). Histograms reach the exposition only at
+    /// Envoy's stats flush (every 5 s by default).
+    pub fn wait_prometheus(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&crate::prometheus::Scrape) -> bool,
+    ) -> crate::prometheus::Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scrape = self.prometheus();
+            if done(&scrape) || Instant::now() > deadline {
+                return scrape;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

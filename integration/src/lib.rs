@@ -7,11 +7,15 @@
 //!   drop and prints its log when the test failed.
 //! - [`pki`]: a test CA and SPIFFE workload certificates made at run time.
 //! - [`registry`]: a real OCI registry on loopback, and skopeo.
+//! - [`load`]: many requests from many threads, counted by outcome.
+//! - [`prometheus`]: parses `/stats/prometheus`; the `stats_config` for the metrics filter.
 
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod load;
 pub mod pki;
+pub mod prometheus;
 pub mod registry;
 
 pub use client::{Request, Response};

@@ -13,6 +13,10 @@ pub const ALL: Registry = &[
         crate::pci::PciAuthzFactory::NAME,
         crate::pci::PciAuthzFactory::configure,
     ),
+    (
+        crate::metrics::MetricsFactory::NAME,
+        crate::metrics::MetricsFactory::configure,
+    ),
 ];
 
 /// The module file stem (`kavach-pci-authz`) of a filter name (`pci_authz`), or of the bundle.
@@ -37,6 +41,9 @@ pub mod schema {
         let schema = match filter {
             "audit" => generator.into_root_schema_for::<crate::audit::config::AuditConfigJson>(),
             "pci_authz" => generator.into_root_schema_for::<crate::pci::config::PciConfigJson>(),
+            "metrics" => {
+                generator.into_root_schema_for::<crate::metrics::config::MetricsConfigJson>()
+            }
             "audit_record" => generator.into_root_schema_for::<crate::audit::record::Record>(),
             "bundle" => return Some(bundle()),
             _ => return None,

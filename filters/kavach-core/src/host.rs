@@ -118,7 +118,7 @@ pub trait HostExt: Host {
 
 impl<H: Host + ?Sized> HostExt for H {}
 
-/// A host that answers nothing: for checking configuration outside Envoy (the `kavach validate`
+/// A host that accepts every write and answers nothing: for checking configuration outside Envoy (the `kavach validate`
 /// command runs each filter's configure step against it).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullHost;
@@ -161,7 +161,8 @@ impl Host for NullHost {
         _value: &[u8],
         _cas: Option<u32>,
     ) -> Result<(), SharedDataError> {
-        Err(SharedDataError::Failed)
+        // Accepted and forgotten: configure steps that prepare shared state still pass.
+        Ok(())
     }
     fn http_call(&self, _c: &str, _h: &[(&str, &str)], _b: &[u8], _t: Duration) -> Option<u32> {
         None

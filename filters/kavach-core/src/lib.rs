@@ -13,6 +13,7 @@ pub mod filter;
 pub mod filters;
 pub mod headers;
 pub mod host;
+pub mod metrics;
 pub mod pci;
 pub mod text;
 pub mod time;
