@@ -48,6 +48,12 @@ PCI_POLICY = {
 CONFIGS = {
     "audit": {"utc_offset": "+05:30", "return_audit_id": True, "query": "redact_values"},
     "pci_authz": PCI_POLICY,
+    "metrics": {"max_total_series": 1500, "metrics": [
+        {"name": "kavach_requests_total", "type": "counter", "max_series": 1000,
+         "labels": [{"source": "route"}, {"source": "method"}, {"source": "status_class"},
+                    {"source": "path"}]},
+        {"name": "kavach_request_duration_ms", "type": "histogram", "value": "duration_ms",
+         "max_series": 200, "labels": [{"source": "route"}, {"source": "status_class"}]}]},
 }
 MODULE = {"audit": "kavach-audit", "pci_authz": "kavach-pci-authz", "residency": "kavach-residency",
           "ratelimit": "kavach-ratelimit", "metrics": "kavach-metrics"}
