@@ -5,7 +5,7 @@
 //! expressions, and only header conditions that say `"regex"` use one.
 
 use chrono::DateTime;
-use regex::{Regex, RegexBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 use super::path_canon::{canonicalize, DotSegments};
 use crate::config::{ConfigError, FieldPath};
@@ -252,7 +252,7 @@ pub enum HeaderTest {
     /// The value starts with these bytes.
     Prefix(Vec<u8>),
     /// The value is valid UTF-8 and the expression finds a match in it (unanchored unless the
-    /// expression says `^...$`).
+    /// expression says `^...$`). Classes and case folding are ASCII (`\d` is `[0-9]`).
     Regex(Regex),
 }
 
@@ -276,7 +276,7 @@ impl HeaderCondition {
             (Single::One(v), HeaderTest::Exact(e)) => v == e.as_slice(),
             (Single::One(v), HeaderTest::Prefix(p)) => v.starts_with(p),
             (Single::One(v), HeaderTest::Regex(r)) => {
-                std::str::from_utf8(v).is_ok_and(|s| r.is_match(s))
+                std::str::from_utf8(v).is_ok() && r.is_match(v)
             }
         }
     }
@@ -293,7 +293,9 @@ pub fn header_regex(at: &FieldPath, source: &str) -> Result<Regex, ConfigError> 
             source.len()
         )));
     }
+    // ASCII semantics: header values are bytes, and it keeps Unicode tables out of the module.
     RegexBuilder::new(source)
+        .unicode(false)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
