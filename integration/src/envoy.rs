@@ -23,6 +23,7 @@ use crate::pki::ServerFiles;
 pub enum Module {
     Audit,
     PciAuthz,
+    Ratelimit,
 }
 
 impl Module {
@@ -31,6 +32,7 @@ impl Module {
         match self {
             Module::Audit => "kavach-audit",
             Module::PciAuthz => "kavach-pci-authz",
+            Module::Ratelimit => "kavach-ratelimit",
         }
     }
 
@@ -38,6 +40,7 @@ impl Module {
         match self {
             Module::Audit => "audit",
             Module::PciAuthz => "pci_authz",
+            Module::Ratelimit => "ratelimit",
         }
     }
 }
@@ -92,6 +95,11 @@ pub struct EnvoySpec {
     /// Node metadata region (what the proxy runs in).
     pub node_region: Option<String>,
     pub failure_policy: &'static str,
+    /// Connection manager `use_remote_address` (an edge proxy: the client address is the
+    /// connection's peer, not whatever `x-forwarded-for` says).
+    pub use_remote_address: bool,
+    /// Connection manager `xff_num_trusted_hops`.
+    pub xff_num_trusted_hops: u32,
 }
 
 impl EnvoySpec {
@@ -109,6 +117,8 @@ impl EnvoySpec {
             audit_access_log: false,
             node_region: Some("in-west".into()),
             failure_policy: "FAIL_RELOAD",
+            use_remote_address: false,
+            xff_num_trusted_hops: 0,
         }
     }
 
@@ -124,6 +134,15 @@ impl EnvoySpec {
 
     pub fn mtls(mut self, files: ServerFiles) -> Self {
         self.mtls = Some(files);
+        self
+    }
+
+    /// Makes the connection manager an edge: the client address (`source.address`) is the
+    /// connection's peer, or with `trusted_hops > 0` the rightmost `x-forwarded-for` entry not
+    /// written by one of that many trusted proxies in front.
+    pub fn edge(mut self, trusted_hops: u32) -> Self {
+        self.use_remote_address = true;
+        self.xff_num_trusted_hops = trusted_hops;
         self
     }
 
@@ -165,6 +184,8 @@ pub fn wasm_path(module: Module) -> PathBuf {
 }
 
 /// The Envoy binary: `KAVACH_ENVOY`, else whatever `scripts/install-envoy.sh` installs.
+// Test harness: failing to find Envoy fails the test, with the reason.
+#[allow(clippy::panic)]
 pub fn envoy_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KAVACH_ENVOY") {
         return PathBuf::from(p);
@@ -275,6 +296,8 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
                 "access_log": access_log,
                 "route_config": { "virtual_hosts": [ { "name": "all", "domains": ["*"], "routes": routes } ] },
                 "http_filters": http_filters,
+                "use_remote_address": spec.use_remote_address,
+                "xff_num_trusted_hops": spec.xff_num_trusted_hops,
             }
         });
         if forward_client_cert {
@@ -344,6 +367,7 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
 
 impl Envoy {
     /// Starts Envoy and waits until it is ready; panics with Envoy's log when it does not start.
+    #[allow(clippy::panic)]
     pub fn start(spec: &EnvoySpec) -> Envoy {
         match Self::try_start(spec) {
             Ok(e) => e,
@@ -461,6 +485,20 @@ impl Envoy {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// Process id of the Envoy child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Envoy's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`); None off Linux.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// GET on the admin API: (status, body).

@@ -12,6 +12,6 @@ pub mod echo;
 pub mod envoy;
 pub mod pki;
 
-pub use client::{Request, Response};
+pub use client::{Connection, Request, Response};
 pub use echo::{Behaviour, EchoServer, Received};
 pub use envoy::{Envoy, EnvoySpec, FilterSpec, Module};

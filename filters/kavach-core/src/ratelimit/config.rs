@@ -3,7 +3,7 @@
 //! ```json
 //! {
 //!   "mode": "enforce",
-//!   "client_address": { "xff_trusted_hops": 1, "ipv6_prefix": 64 },
+//!   "client_address": { "ipv4_prefix": 32, "ipv6_prefix": 64 },
 //!   "response_headers": { "legacy": true, "on_allowed": true },
 //!   "rules": [
 //!     { "name": "orders-per-client", "match": { "paths": ["/v1/orders/**"], "methods": ["POST"] },
@@ -84,18 +84,19 @@ impl Default for RateLimitConfigJson {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientAddressJson {
-    pub xff_trusted_hops: u8,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
+    /// Not a setting of this filter: refused with a pointer to the connection manager's.
+    pub xff_trusted_hops: Option<u32>,
 }
 
 impl Default for ClientAddressJson {
     fn default() -> Self {
         let d = AddressPolicy::default();
         ClientAddressJson {
-            xff_trusted_hops: d.xff_trusted_hops,
             ipv4_prefix: d.ipv4_prefix,
             ipv6_prefix: d.ipv6_prefix,
+            xff_trusted_hops: None,
         }
     }
 }
@@ -471,8 +472,12 @@ impl RateLimitConfig {
         let root = FieldPath::root();
         let ca = &json.client_address;
         let cat = root.field("client_address");
+        if ca.xff_trusted_hops.is_some() {
+            return Err(cat.field("xff_trusted_hops").error(
+                "the client address is Envoy's: set use_remote_address and xff_num_trusted_hops on the HTTP connection manager",
+            ));
+        }
         let address = AddressPolicy {
-            xff_trusted_hops: in_range(&cat.field("xff_trusted_hops"), ca.xff_trusted_hops, 0, 16)?,
             ipv4_prefix: in_range(&cat.field("ipv4_prefix"), ca.ipv4_prefix, 8, 32)?,
             ipv6_prefix: in_range(&cat.field("ipv6_prefix"), ca.ipv6_prefix, 32, 128)?,
         };
@@ -563,7 +568,7 @@ mod tests {
     fn everything_can_be_configured() {
         let c = ok(r#"{
             "mode": "shadow",
-            "client_address": {"xff_trusted_hops": 2, "ipv4_prefix": 24, "ipv6_prefix": 56},
+            "client_address": {"ipv4_prefix": 24, "ipv6_prefix": 56},
             "response_headers": {"ietf": false, "legacy": true, "on_allowed": true},
             "probes": 4, "cas_retries": 100,
             "rules": [
@@ -579,7 +584,6 @@ mod tests {
                          "limits": {"gold": {"limit": 100, "period_s": 60, "burst": 10},
                                     "basic": {"limit": 10, "period_s": 60}}}}
             ]}"#);
-        assert_eq!(c.address.xff_trusted_hops, 2);
         assert_eq!(c.address.ipv4_prefix, 24);
         assert_eq!(c.rules[0].mode, Mode::Enforce);
         assert_eq!(c.rules[1].mode, Mode::Shadow);
@@ -660,9 +664,9 @@ mod tests {
         );
         assert_eq!(
             err(&format!(
-                r#"{{"client_address":{{"xff_trusted_hops":17}},"rules":[{RULE}]}}"#
+                r#"{{"client_address":{{"xff_trusted_hops":1}},"rules":[{RULE}]}}"#
             )),
-            "client_address.xff_trusted_hops: must be between 0 and 16, got 17"
+            "client_address.xff_trusted_hops: the client address is Envoy's: set use_remote_address and xff_num_trusted_hops on the HTTP connection manager"
         );
         assert_eq!(
             err(&format!(

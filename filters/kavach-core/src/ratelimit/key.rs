@@ -1,20 +1,17 @@
-//! Who a request is: the client address (with `x-forwarded-for` only through trusted hops) and
-//! header values, in canonical form, and the bytes a bucket key is made of.
+//! Who a request is: the client address and header values in canonical form, and the bytes a
+//! bucket key is made of.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::headers::{all_values, single, Single};
+use crate::headers::{single, Single};
 use crate::host::Headers;
 
 /// Longest header value used in a key; a longer one is treated as invalid.
 pub const MAX_KEY_VALUE_BYTES: usize = 1024;
 
-/// How client addresses are found and aggregated.
+/// How client addresses are aggregated into buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AddressPolicy {
-    /// Proxies in front of this Envoy that are trusted to append to `x-forwarded-for`. 0: the
-    /// connection's peer is the client and `x-forwarded-for` is ignored.
-    pub xff_trusted_hops: u8,
     /// IPv4 addresses are aggregated to this prefix length (32: one bucket per address).
     pub ipv4_prefix: u8,
     /// IPv6 addresses are aggregated to this prefix length (64: one bucket per /64, what one
@@ -25,14 +22,13 @@ pub struct AddressPolicy {
 impl Default for AddressPolicy {
     fn default() -> Self {
         AddressPolicy {
-            xff_trusted_hops: 0,
             ipv4_prefix: 32,
             ipv6_prefix: 64,
         }
     }
 }
 
-/// Parses one address as written in `source.address` or an `x-forwarded-for` entry:
+/// Parses one address as Envoy or a proxy writes it:
 /// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
 pub fn parse_address(text: &str) -> Option<IpAddr> {
     let t = text.trim_matches(|c| c == ' ' || c == '\t');
@@ -51,33 +47,15 @@ pub fn parse_address(text: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-/// The client's address: the connection peer, or with `xff_trusted_hops = n > 0` the address
-/// `n` places left of the peer in the list `x-forwarded-for ++ [peer]` (every value of every
-/// `x-forwarded-for` header, in order). Entries a client wrote itself are further left, so they
-/// are never picked. With fewer entries than hops, the leftmost entry is used. None when the
-/// picked entry is not an address (`unknown`, garbage) or the peer is not an IP (a pipe).
-pub fn client_address(peer: Option<&[u8]>, headers: &Headers, hops: u8) -> Option<IpAddr> {
-    let peer = peer.and_then(|p| std::str::from_utf8(p).ok());
-    if hops == 0 {
-        return parse_address(peer?);
-    }
-    // Only the rightmost `hops` entries can matter, plus the leftmost as a fallback.
-    let mut entries: Vec<&[u8]> = Vec::new();
-    for value in all_values(headers, "x-forwarded-for") {
-        entries.extend(value.split(|b| *b == b','));
-    }
-    let mut chain: Vec<Option<&str>> = entries
-        .iter()
-        .map(|e| std::str::from_utf8(e).ok())
-        .collect();
-    chain.push(peer);
-    let hops = usize::from(hops);
-    let picked = if chain.len() > hops {
-        chain.get(chain.len() - 1 - hops).copied().flatten()
-    } else {
-        chain.first().copied().flatten()
-    };
-    parse_address(picked?)
+/// The client's address from Envoy's `source.address` property (`ip:port`, `[v6]:port`).
+///
+/// That is Envoy's *trusted client address*: the connection's peer when the connection manager
+/// has `use_remote_address: true`, or the rightmost `x-forwarded-for` entry not written by the
+/// `xff_num_trusted_hops` trusted proxies in front. The filter never reads `x-forwarded-for`
+/// itself: a second, different reading of it would be a second way in for a forged one.
+/// None when the property is missing or not an IP address (a pipe).
+pub fn client_address(source: Option<&[u8]>) -> Option<IpAddr> {
+    parse_address(std::str::from_utf8(source?).ok()?)
 }
 
 /// The canonical text of the network `ip` is aggregated to: `203.0.113.7`, `203.0.113.0/24`,
@@ -192,7 +170,6 @@ mod tests {
 
     fn policy(v4: u8, v6: u8) -> AddressPolicy {
         AddressPolicy {
-            xff_trusted_hops: 0,
             ipv4_prefix: v4,
             ipv6_prefix: v6,
         }
@@ -264,69 +241,18 @@ mod tests {
     }
 
     #[test]
-    fn without_trusted_hops_forwarded_for_is_ignored() {
-        let hs = h(&[("x-forwarded-for", b"198.51.100.1")]);
+    fn the_client_is_envoys_source_address() {
         assert_eq!(
-            client_address(Some(b"10.0.0.5:4000"), &hs, 0),
+            client_address(Some(b"10.0.0.5:4000")),
             Some("10.0.0.5".parse().unwrap())
         );
-        assert_eq!(client_address(None, &hs, 0), None);
-        assert_eq!(client_address(Some(b"/var/run/sock"), &hs, 0), None);
-        assert_eq!(client_address(Some(b"\xff"), &hs, 0), None);
-    }
-
-    #[test]
-    fn trusted_hops_pick_the_rightmost_untrusted_entry() {
-        let peer: &[u8] = b"10.0.0.5:4000"; // our load balancer
-                                            // The client forged the first entry; the load balancer appended the real one.
-        let hs = h(&[("x-forwarded-for", b"1.1.1.1, 203.0.113.9")]);
         assert_eq!(
-            client_address(Some(peer), &hs, 1),
-            Some("203.0.113.9".parse().unwrap())
+            client_address(Some(b"[2001:db8::5]:0")),
+            Some("2001:db8::5".parse().unwrap())
         );
-        // Two trusted hops: CDN appended 198.51.100.7, the load balancer appended the CDN.
-        let hs = h(&[
-            ("x-forwarded-for", b"6.6.6.6, 198.51.100.7"),
-            ("X-Forwarded-For", b"[2001:db8::cd]:443"),
-        ]);
-        assert_eq!(
-            client_address(Some(peer), &hs, 2),
-            Some("198.51.100.7".parse().unwrap())
-        );
-        assert_eq!(
-            client_address(Some(peer), &hs, 1),
-            Some("2001:db8::cd".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn short_or_broken_forwarded_for_lists_are_handled() {
-        let peer: &[u8] = b"10.0.0.5:4000";
-        // Fewer entries than hops: the leftmost one.
-        let hs = h(&[("x-forwarded-for", b"203.0.113.9")]);
-        assert_eq!(
-            client_address(Some(peer), &hs, 3),
-            Some("203.0.113.9".parse().unwrap())
-        );
-        assert_eq!(
-            client_address(Some(peer), &h(&[]), 2),
-            Some("10.0.0.5".parse().unwrap())
-        );
-        // The picked entry is not an address.
-        let hs = h(&[("x-forwarded-for", b"203.0.113.9, unknown")]);
-        assert_eq!(client_address(Some(peer), &hs, 1), None);
-        let hs = h(&[("x-forwarded-for", b"203.0.113.9,\xff\xfe")]);
-        assert_eq!(client_address(Some(peer), &hs, 1), None);
-        // Empty entries count as entries (an empty list element was written by someone).
-        let hs = h(&[("x-forwarded-for", b"203.0.113.9,,")]);
-        assert_eq!(client_address(Some(peer), &hs, 1), None);
-        // A huge list costs nothing special.
-        let big = "9.9.9.9,".repeat(5000) + "203.0.113.9";
-        let hs = h(&[("x-forwarded-for", big.as_bytes())]);
-        assert_eq!(
-            client_address(Some(peer), &hs, 1),
-            Some("203.0.113.9".parse().unwrap())
-        );
+        assert_eq!(client_address(None), None);
+        assert_eq!(client_address(Some(b"/var/run/sock")), None);
+        assert_eq!(client_address(Some(b"\xff")), None);
     }
 
     #[test]

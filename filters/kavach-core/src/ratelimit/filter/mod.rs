@@ -238,11 +238,9 @@ impl RateLimitStream {
         for part in &rule.key {
             match part {
                 KeyPart::ClientAddress => {
-                    let peer = host.property(&SOURCE);
-                    let addr = &self.cfg().address;
-                    let ip = client_address(peer.as_deref(), headers, addr.xff_trusted_hops)
-                        .ok_or(Missing::Absent)?;
-                    k.push(1, canonical_network(ip, addr).as_bytes());
+                    let source = host.property(&SOURCE);
+                    let ip = client_address(source.as_deref()).ok_or(Missing::Absent)?;
+                    k.push(1, canonical_network(ip, &self.cfg().address).as_bytes());
                 }
                 KeyPart::Principal => {
                     let p = host.property(&PRINCIPAL).unwrap_or_default();

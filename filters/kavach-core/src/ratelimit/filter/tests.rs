@@ -155,11 +155,11 @@ fn legacy_fields_and_the_audit_id_when_configured() {
 }
 
 #[test]
-fn clients_have_separate_buckets_and_forwarded_for_is_ignored_without_trusted_hops() {
+fn clients_have_separate_buckets_and_the_filter_never_reads_forwarded_for() {
     let host = MockHost::new();
     let r = root(&rule(""), &host);
     assert_eq!(count(&*r, &host, PEER, &[], 5), 3);
-    // Spoofing x-forwarded-for changes nothing: the peer is the client.
+    // The client address is Envoy's source.address; x-forwarded-for is Envoy's business.
     for fake in ["198.51.100.1", "10.0.0.1, 198.51.100.2", "::1"] {
         assert!(!passes(
             &*r,
@@ -171,30 +171,11 @@ fn clients_have_separate_buckets_and_forwarded_for_is_ignored_without_trusted_ho
     // Another port of the same address is the same client; another address is not.
     assert!(!passes(&*r, &host, b"203.0.113.7:1", &[]));
     assert_eq!(count(&*r, &host, b"203.0.113.8:40000", &[], 5), 3);
-}
-
-#[test]
-fn with_one_trusted_hop_the_rightmost_forwarded_for_entry_is_the_client() {
-    let host = MockHost::new();
-    let r = root(
-        r#"{"client_address":{"xff_trusted_hops":1},"rules":[{"name":"ip","key":["client_address"],"limit":2,"period_s":60}]}"#,
-        &host,
-    );
-    let lb: &[u8] = b"10.0.0.5:5000";
+    // No usable address (a pipe): the rule's shared bucket for unidentified requests.
+    assert_eq!(count(&*r, &host, b"/run/envoy.sock", &[], 5), 3);
     assert_eq!(
-        count(&*r, &host, lb, &[("x-forwarded-for", b"198.51.100.9")], 3),
-        2
-    );
-    // A client prepending fake entries is still 198.51.100.9.
-    assert!(!passes(
-        &*r,
-        &host,
-        lb,
-        &[("x-forwarded-for", b"1.1.1.1, 198.51.100.9")]
-    ));
-    assert_eq!(
-        count(&*r, &host, lb, &[("x-forwarded-for", b"198.51.100.10")], 3),
-        2
+        host.metric("kavach_ratelimit_key_missing_total.rule.per-client"),
+        5
     );
 }
 
