@@ -3,6 +3,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+use kavach_integration::pki::TestCa;
 use kavach_integration::{Connection, EchoServer, Envoy, EnvoySpec, FilterSpec, Module, Request};
 use serde_json::{json, Value};
 
@@ -269,6 +270,52 @@ fn it_picks_the_limit_from_the_callers_tier() {
         refused.header("ratelimit-policy"),
         Some("\"partners\";q=2;w=3600")
     );
+}
+
+#[test]
+fn it_picks_the_tier_and_the_bucket_from_the_verified_mtls_identity() {
+    let dir = std::env::temp_dir().join(format!("kavach-rl-pki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("kavach test ca").unwrap();
+    let upstream = EchoServer::start("core").unwrap();
+    let gold = "spiffe://bank.local/ns/payments/sa/checkout";
+    let config = json!({ "rules": [{
+        "name": "per-workload",
+        "key": ["principal"],
+        "when_key_missing": "deny",
+        "tiers": {
+            "by": { "principal": { gold: "gold" } },
+            "default": "basic",
+            "limits": {
+                "gold": { "limit": 4, "period_s": 3600 },
+                "basic": { "limit": 1, "period_s": 3600 }
+            }
+        }
+    }]});
+    let envoy = Envoy::start(&edge(&upstream, &config, 0).mtls(ca.server_files(&dir).unwrap()));
+    let roots = ca.roots();
+    let calls = |spiffe_id: &str, n: usize| -> Vec<u16> {
+        let id = ca.client(spiffe_id).unwrap();
+        (0..n)
+            .map(|_| {
+                Request::get("/v1/cards")
+                    // A claimed identity means nothing: only the verified certificate counts.
+                    .header(
+                        "x-forwarded-client-cert",
+                        "URI=spiffe://bank.local/ns/admin/sa/root",
+                    )
+                    .send_tls(envoy.mtls_addr(), &roots, Some(&id))
+                    .map_or(0, |r| r.status)
+            })
+            .collect()
+    };
+    assert_eq!(calls(gold, 5), [200, 200, 200, 200, 429]);
+    assert_eq!(
+        calls("spiffe://bank.local/ns/payments/sa/refunds", 2),
+        [200, 429]
+    );
+    // Plain text has no verified identity: refused as unidentified.
+    assert_eq!(status(&envoy, Request::get("/v1/cards")), 400);
 }
 
 #[test]
