@@ -1,5 +1,6 @@
 //! A raw HTTP/1.1 client: writes exactly the bytes a test asks for (duplicate headers, invalid
-//! UTF-8, huge values), over plain TCP or mutual TLS, one request per connection.
+//! UTF-8, huge values), over plain TCP or mutual TLS, one request per connection; or many
+//! requests, one after the other, over one kept-alive [`Connection`] (for tests that need volume).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -88,6 +89,10 @@ impl Request {
     }
 
     fn bytes(&self) -> Vec<u8> {
+        self.bytes_with(true)
+    }
+
+    fn bytes_with(&self, close: bool) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
@@ -109,7 +114,10 @@ impl Request {
         if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
             out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
         }
-        out.extend_from_slice(b"connection: close\r\n\r\n");
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
         out
     }
@@ -149,10 +157,39 @@ impl Request {
     }
 }
 
+/// A kept-alive plain-TCP connection: requests go one after the other (no pipelining).
+pub struct Connection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            writer: stream.try_clone()?,
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `request` without `connection: close` and reads its response.
+    pub fn send(&mut self, request: &Request) -> io::Result<Response> {
+        self.writer.write_all(&request.bytes_with(false))?;
+        self.writer.flush()?;
+        read_response(&mut self.reader)
+    }
+}
+
 fn exchange<S: Read + Write>(mut stream: S, request: &[u8]) -> io::Result<Response> {
     stream.write_all(request)?;
     stream.flush()?;
     let mut reader = BufReader::new(stream);
+    read_response(&mut reader)
+}
+
+fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status: u16 = line
@@ -185,6 +222,14 @@ fn exchange<S: Read + Write>(mut stream: S, request: &[u8]) -> io::Result<Respon
             reader.read_line(&mut size)?;
             let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
             if n == 0 {
+                // Trailers, then the empty line that ends the message (matters on a kept-alive
+                // connection, where the next response follows).
+                loop {
+                    let mut t = String::new();
+                    if reader.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                        break;
+                    }
+                }
                 break;
             }
             let mut chunk = vec![0; n + 2];

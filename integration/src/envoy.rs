@@ -26,6 +26,7 @@ pub enum Module {
     Metrics,
     /// Every filter in one module, configured as a chain.
     Bundle,
+    Ratelimit,
 }
 
 impl Module {
@@ -36,6 +37,7 @@ impl Module {
             Module::PciAuthz => "kavach-pci-authz",
             Module::Metrics => "kavach-metrics",
             Module::Bundle => "kavach-bundle",
+            Module::Ratelimit => "kavach-ratelimit",
         }
     }
 
@@ -45,6 +47,7 @@ impl Module {
             Module::PciAuthz => "pci_authz",
             Module::Metrics => "metrics",
             Module::Bundle => "bundle",
+            Module::Ratelimit => "ratelimit",
         }
     }
 }
@@ -160,6 +163,11 @@ pub struct EnvoySpec {
     /// The bootstrap's `stats_config` (Envoy JSON), e.g. `stats_tags` that turn parts of stat
     /// names into Prometheus labels.
     pub stats_config: Option<Value>,
+    /// Connection manager `use_remote_address` (an edge proxy: the client address is the
+    /// connection's peer, not whatever `x-forwarded-for` says).
+    pub use_remote_address: bool,
+    /// Connection manager `xff_num_trusted_hops`.
+    pub xff_num_trusted_hops: u32,
 }
 
 impl EnvoySpec {
@@ -178,6 +186,8 @@ impl EnvoySpec {
             node_region: Some("in-west".into()),
             failure_policy: "FAIL_RELOAD",
             stats_config: None,
+            use_remote_address: false,
+            xff_num_trusted_hops: 0,
         }
     }
 
@@ -193,6 +203,15 @@ impl EnvoySpec {
 
     pub fn mtls(mut self, files: ServerFiles) -> Self {
         self.mtls = Some(files);
+        self
+    }
+
+    /// Makes the connection manager an edge: the client address (`source.address`) is the
+    /// connection's peer, or with `trusted_hops > 0` the rightmost `x-forwarded-for` entry not
+    /// written by one of that many trusted proxies in front.
+    pub fn edge(mut self, trusted_hops: u32) -> Self {
+        self.use_remote_address = true;
+        self.xff_num_trusted_hops = trusted_hops;
         self
     }
 
@@ -245,7 +264,8 @@ pub fn wasm_path(module: Module) -> PathBuf {
 }
 
 /// The Envoy binary: `KAVACH_ENVOY`, else whatever `scripts/install-envoy.sh` installs.
-#[allow(clippy::panic)] // test harness: no Envoy is a failed test
+// Test harness: failing to find Envoy fails the test, with the reason.
+#[allow(clippy::panic)]
 pub fn envoy_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KAVACH_ENVOY") {
         return PathBuf::from(p);
@@ -355,6 +375,8 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
                 "access_log": access_log,
                 "route_config": { "virtual_hosts": [ { "name": "all", "domains": ["*"], "routes": routes } ] },
                 "http_filters": http_filters,
+                "use_remote_address": spec.use_remote_address,
+                "xff_num_trusted_hops": spec.xff_num_trusted_hops,
             }
         });
         if forward_client_cert {

@@ -18,6 +18,6 @@ pub mod pki;
 pub mod prometheus;
 pub mod registry;
 
-pub use client::{Request, Response};
+pub use client::{Connection, Request, Response};
 pub use echo::{Behaviour, EchoServer, Received};
 pub use envoy::{Envoy, EnvoySpec, FilterSpec, Module};

@@ -15,11 +15,13 @@ fn audit(config: &str) -> FilterSpec {
     FilterSpec::new(Module::Audit, config)
 }
 
+#[allow(clippy::panic)]
 fn record(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not a record ({e}): {line}"))
 }
 
 /// Runs `kavach verify` on `text`: (exit code, stdout).
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 fn verify(text: &str) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!(
         "kavach-verify-{}-{}",

@@ -61,10 +61,13 @@ pub fn check(pc: &PluginConfig) -> Result<(), String> {
         std::env::set_var(name, v);
     }
     let result = if pc.filter == "bundle" {
-        kavach_core::chain::configure(filters::ALL, pc.config.as_bytes(), &NullHost).map(|_| ())
+        kavach_core::chain::configure(filters::ALL, pc.config.as_bytes(), &NullHost::default())
+            .map(|_| ())
     } else {
         match filters::ALL.iter().find(|(n, _)| *n == pc.filter) {
-            Some((_, configure)) => configure(pc.config.as_bytes(), &NullHost).map(|_| ()),
+            Some((_, configure)) => {
+                configure(pc.config.as_bytes(), &NullHost::default()).map(|_| ())
+            }
             None => {
                 return Err(format!("unknown filter {:?}", pc.filter));
             }

@@ -14,6 +14,10 @@ pub const ALL: Registry = &[
         crate::pci::PciAuthzFactory::configure,
     ),
     (
+        crate::ratelimit::RateLimitFactory::NAME,
+        crate::ratelimit::RateLimitFactory::configure,
+    ),
+    (
         crate::metrics::MetricsFactory::NAME,
         crate::metrics::MetricsFactory::configure,
     ),
@@ -43,6 +47,9 @@ pub mod schema {
             "pci_authz" => generator.into_root_schema_for::<crate::pci::config::PciConfigJson>(),
             "metrics" => {
                 generator.into_root_schema_for::<crate::metrics::config::MetricsConfigJson>()
+            }
+            "ratelimit" => {
+                generator.into_root_schema_for::<crate::ratelimit::config::RateLimitConfigJson>()
             }
             "audit_record" => generator.into_root_schema_for::<crate::audit::record::Record>(),
             "bundle" => return Some(bundle()),

@@ -118,10 +118,14 @@ pub trait HostExt: Host {
 
 impl<H: Host + ?Sized> HostExt for H {}
 
-/// A host that accepts every write and answers nothing: for checking configuration outside Envoy (the `kavach validate`
-/// command runs each filter's configure step against it).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NullHost;
+/// A host for checking configuration outside Envoy (the `kavach validate` command runs each
+/// filter's configure step against it): it answers no property, holds no request, and keeps
+/// shared data in memory (with compare-and-swap) so configure steps that prepare shared state
+/// behave as in Envoy.
+#[derive(Debug, Default)]
+pub struct NullHost {
+    shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+}
 
 impl Host for NullHost {
     fn now(&self) -> SystemTime {
@@ -152,16 +156,24 @@ impl Host for NullHost {
     }
     fn increment_metric(&self, _id: u32, _offset: i64) {}
     fn record_metric(&self, _id: u32, _value: u64) {}
-    fn shared_get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        (None, None)
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
     }
-    fn shared_set(
-        &self,
-        _key: &str,
-        _value: &[u8],
-        _cas: Option<u32>,
-    ) -> Result<(), SharedDataError> {
-        // Accepted and forgotten: configure steps that prepare shared state still pass.
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map(|(_, c)| *c);
+        if let (Some(expected), Some(now)) = (cas, current) {
+            if expected != 0 && expected != now {
+                return Err(SharedDataError::CasMismatch);
+            }
+        }
+        shared.insert(
+            key.to_string(),
+            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
+        );
         Ok(())
     }
     fn http_call(&self, _c: &str, _h: &[(&str, &str)], _b: &[u8], _t: Duration) -> Option<u32> {

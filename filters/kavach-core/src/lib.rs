@@ -15,6 +15,7 @@ pub mod headers;
 pub mod host;
 pub mod metrics;
 pub mod pci;
+pub mod ratelimit;
 pub mod text;
 pub mod time;
 

@@ -1,0 +1,285 @@
+//! Which requests a rule applies to: route names, path globs and methods.
+//!
+//! Paths are compared in a canonical form, so that `/v1//orders/./1`, `/v1/%6Frders/1` and
+//! `/v1/orders/1?x` all meet a rule written for `/v1/orders/*`: a client must not escape a
+//! limit by spelling a path differently from how the service will read it.
+
+use crate::config::{ConfigError, FieldPath};
+
+/// A path pattern: literal segments, `*` for exactly one segment, `**` (last only) for any
+/// number of remaining segments, including none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathGlob {
+    segments: Vec<Segment>,
+    rest: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Any,
+}
+
+impl PathGlob {
+    pub fn parse(at: &FieldPath, text: &str) -> Result<Self, ConfigError> {
+        let Some(body) = text.strip_prefix('/') else {
+            return Err(at.error(format!("{text:?} must start with '/'")));
+        };
+        if text.len() > 1024 {
+            return Err(at.error("longer than 1024 characters"));
+        }
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        let mut segments = Vec::new();
+        let mut rest = false;
+        for (i, part) in parts.iter().enumerate() {
+            match *part {
+                "**" if i + 1 == parts.len() => rest = true,
+                "**" => {
+                    return Err(at.error(format!("{text:?}: \"**\" may only be the last segment")))
+                }
+                "*" => segments.push(Segment::Any),
+                p if p.contains('*') => {
+                    return Err(at.error(format!(
+                        "{text:?}: '*' must be a whole segment (\"*\" or \"**\")"
+                    )))
+                }
+                "" if i + 1 < parts.len() => {
+                    return Err(at.error(format!("{text:?} has an empty segment")))
+                }
+                p => {
+                    let canon = canonical_path(&format!("/{p}"));
+                    if canon != format!("/{p}") {
+                        return Err(at.error(format!(
+                            "{text:?}: segment {p:?} is not in canonical form ({canon:?})"
+                        )));
+                    }
+                    segments.push(Segment::Literal(p.to_string()))
+                }
+            }
+        }
+        Ok(PathGlob { segments, rest })
+    }
+
+    /// Whether the canonical path `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let body = path.strip_prefix('/').unwrap_or(path);
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        if parts.len() < self.segments.len() || (!self.rest && parts.len() != self.segments.len()) {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(parts.iter())
+            .all(|(s, p)| match s {
+                Segment::Any => true,
+                Segment::Literal(l) => l == p,
+            })
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The path of a request target in canonical form: query and fragment dropped, percent-encoded
+/// unreserved characters decoded (`%6F` is `o`), other escapes kept with upper-case hex (`%2f`
+/// stays an escaped slash, `%2F`), repeated slashes merged, `.` and `..` segments resolved (never
+/// above the root). Invalid UTF-8 never panics: bytes are handled as bytes.
+pub fn canonical_path(raw: &str) -> String {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let bytes = raw.as_bytes().get(..end).unwrap_or_default();
+    // Decode unreserved escapes, normalise the hex case of the others.
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or_default();
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                let c = hi * 16 + lo;
+                if is_unreserved(c) {
+                    decoded.push(c);
+                } else {
+                    decoded.extend_from_slice(format!("%{c:02X}").as_bytes());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    let mut out: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|b| *b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = Vec::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        path.push(b'/');
+        path.extend_from_slice(seg);
+    }
+    if path.is_empty() || (decoded.ends_with(b"/") && !out.is_empty()) {
+        path.push(b'/');
+    }
+    String::from_utf8_lossy(&path).into_owned()
+}
+
+/// A rule's match: every given condition must hold; an empty list means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matcher {
+    pub routes: Vec<String>,
+    pub paths: Vec<PathGlob>,
+    pub methods: Vec<String>,
+}
+
+impl Matcher {
+    /// `path` is canonical; `route` is looked up only when the matcher needs it.
+    pub fn matches(
+        &self,
+        method: &str,
+        path: &str,
+        route: &mut dyn FnMut() -> Option<String>,
+    ) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+            return false;
+        }
+        if !self.paths.is_empty() && !self.paths.iter().any(|g| g.matches(path)) {
+            return false;
+        }
+        if !self.routes.is_empty() {
+            let Some(r) = route() else {
+                return false;
+            };
+            if !self.routes.contains(&r) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn glob(s: &str) -> PathGlob {
+        PathGlob::parse(&FieldPath::root().field("paths").index(0), s).unwrap()
+    }
+
+    fn glob_err(s: &str) -> String {
+        PathGlob::parse(&FieldPath::root().field("paths").index(0), s)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn paths_are_canonicalised_before_matching() {
+        assert_eq!(canonical_path("/v1//orders/./1?x=1#f"), "/v1/orders/1");
+        assert_eq!(canonical_path("/v1/%6Frders/%31"), "/v1/orders/1");
+        assert_eq!(canonical_path("/v1/a%2fb"), "/v1/a%2Fb");
+        assert_eq!(canonical_path("/v1/x/../../../orders"), "/orders");
+        assert_eq!(canonical_path("/v1/orders/"), "/v1/orders/");
+        assert_eq!(canonical_path(""), "/");
+        assert_eq!(canonical_path("/"), "/");
+        assert_eq!(canonical_path("/.."), "/");
+        assert_eq!(canonical_path("/%zz/%4"), "/%zz/%4");
+        assert_eq!(canonical_path("/caf\u{e9}"), "/caf\u{e9}");
+    }
+
+    #[test]
+    fn globs_match_whole_segments() {
+        let g = glob("/v1/orders/*");
+        assert!(g.matches("/v1/orders/1"));
+        assert!(!g.matches("/v1/orders"));
+        assert!(!g.matches("/v1/orders/1/items"));
+        assert!(!g.matches("/v1/ordersx/1"));
+        let g = glob("/v1/**");
+        assert!(g.matches("/v1"));
+        assert!(g.matches("/v1/"));
+        assert!(g.matches("/v1/a/b/c"));
+        assert!(!g.matches("/v2/a"));
+        assert!(glob("/**").matches("/"));
+        assert!(glob("/**").matches("/anything/at/all"));
+        assert!(glob("/").matches("/"));
+        assert!(!glob("/").matches("/a"));
+    }
+
+    #[test]
+    fn evasive_spellings_still_match() {
+        let g = glob("/v1/orders/*");
+        for p in [
+            "/v1//orders/1",
+            "/v1/./orders/1",
+            "/v1/%6frders/1",
+            "/v1/x/../orders/1?a=b",
+        ] {
+            assert!(g.matches(&canonical_path(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn bad_globs_are_refused_with_the_reason() {
+        assert_eq!(
+            glob_err("/v1/**/x"),
+            "paths[0]: \"/v1/**/x\": \"**\" may only be the last segment"
+        );
+        assert_eq!(glob_err("v1/*"), "paths[0]: \"v1/*\" must start with '/'");
+        assert_eq!(
+            glob_err("/v1/ord*"),
+            "paths[0]: \"/v1/ord*\": '*' must be a whole segment (\"*\" or \"**\")"
+        );
+        assert_eq!(
+            glob_err("/v1//x"),
+            "paths[0]: \"/v1//x\" has an empty segment"
+        );
+        assert_eq!(
+            glob_err("/v1/%6Frders"),
+            "paths[0]: \"/v1/%6Frders\": segment \"%6Frders\" is not in canonical form (\"/orders\")"
+        );
+    }
+
+    #[test]
+    fn all_conditions_must_hold_and_routes_are_looked_up_lazily() {
+        let m = Matcher {
+            routes: vec!["orders".into()],
+            paths: vec![glob("/v1/**")],
+            methods: vec!["POST".into()],
+        };
+        let mut looked = 0;
+        let mut route = || {
+            looked += 1;
+            Some("orders".to_string())
+        };
+        assert!(m.matches("POST", "/v1/x", &mut route));
+        assert!(!m.matches("GET", "/v1/x", &mut route));
+        assert!(!m.matches("POST", "/v2/x", &mut route));
+        assert_eq!(looked, 1);
+        assert!(!m.matches("POST", "/v1/x", &mut || None));
+        assert!(!m.matches("POST", "/v1/x", &mut || Some("other".into())));
+        assert!(Matcher::default().matches("GET", "/", &mut || None));
+    }
+}
