@@ -184,7 +184,7 @@ fn query_values_are_redacted_when_configured_and_cards_never_appear() {
 #[test]
 fn hostile_values_are_escaped_and_bounded() {
     let mut evil = b"/p\r\nx-injected: 1\x00\xff".to_vec();
-    evil.extend(std::iter::repeat(b'a').take(100_000));
+    evil.extend(std::iter::repeat_n(b'a', 100_000));
     let host = MockHost::new()
         .with_request(&[(":method", b"GET"), (":path", &evil), (":authority", b"")])
         .with_property(
