@@ -11,6 +11,7 @@ pub mod detect;
 pub mod filter;
 pub mod headers;
 pub mod host;
+pub mod residency;
 pub mod text;
 pub mod time;
 
