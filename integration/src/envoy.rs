@@ -23,6 +23,7 @@ use crate::pki::ServerFiles;
 pub enum Module {
     Audit,
     PciAuthz,
+    Residency,
 }
 
 impl Module {
@@ -31,6 +32,7 @@ impl Module {
         match self {
             Module::Audit => "kavach-audit",
             Module::PciAuthz => "kavach-pci-authz",
+            Module::Residency => "kavach-residency",
         }
     }
 
@@ -38,6 +40,7 @@ impl Module {
         match self {
             Module::Audit => "audit",
             Module::PciAuthz => "pci_authz",
+            Module::Residency => "residency",
         }
     }
 }
@@ -50,6 +53,12 @@ pub struct FilterSpec {
     pub config: String,
     /// VM environment variables (secrets such as chain or token keys).
     pub env: Vec<(String, String)>,
+    /// Suffix of the filter, root and VM name, so one module can appear twice in a chain
+    /// (`kavach.residency.recheck`).
+    pub instance: Option<String>,
+    /// `allow_on_headers_stop_iteration`: pausing in the request-headers callback holds the
+    /// headers while body callbacks still arrive (without it the body is never delivered).
+    pub hold_headers_for_body: bool,
 }
 
 impl FilterSpec {
@@ -58,7 +67,20 @@ impl FilterSpec {
             module,
             config: config.into(),
             env: Vec::new(),
+            instance: None,
+            hold_headers_for_body: false,
         }
+    }
+
+    /// A second instance of a module in the same chain, named `kavach.<filter>.<suffix>`.
+    pub fn instance(mut self, suffix: &str) -> Self {
+        self.instance = Some(suffix.to_string());
+        self
+    }
+
+    pub fn hold_headers_for_body(mut self) -> Self {
+        self.hold_headers_for_body = true;
+        self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -74,6 +96,9 @@ pub struct ClusterSpec {
     pub addr: SocketAddr,
     /// `filter_metadata.kavach.region` of the cluster.
     pub region: Option<String>,
+    /// Region of the cluster's one endpoint: its locality and `filter_metadata.kavach.region`
+    /// of the host (None: neither is set).
+    pub host_region: Option<String>,
 }
 
 /// What to start.
@@ -92,6 +117,15 @@ pub struct EnvoySpec {
     /// Node metadata region (what the proxy runs in).
     pub node_region: Option<String>,
     pub failure_policy: &'static str,
+    /// Native HTTP filters (JSON), each placed before the wasm filter at its index in `filters`
+    /// (an index equal to `filters.len()` puts it after the last wasm filter).
+    pub native_filters: Vec<(usize, Value)>,
+    /// Accept HTTP/1.1 request trailers (`http_protocol_options.enable_trailers`).
+    pub http1_trailers: bool,
+    /// Filter-state names written (tab-separated, one line per request) to `state.log`.
+    pub state_log: Vec<String>,
+    /// `stats_config.stats_tags`: (tag name, regex).
+    pub stats_tags: Vec<(String, String)>,
 }
 
 impl EnvoySpec {
@@ -103,12 +137,17 @@ impl EnvoySpec {
                 name: "upstream".into(),
                 addr: upstream,
                 region: None,
+                host_region: None,
             }],
             routes: Vec::new(),
             mtls: None,
             audit_access_log: false,
             node_region: Some("in-west".into()),
             failure_policy: "FAIL_RELOAD",
+            native_filters: Vec::new(),
+            http1_trailers: false,
+            state_log: Vec::new(),
+            stats_tags: Vec::new(),
         }
     }
 
@@ -137,9 +176,67 @@ impl EnvoySpec {
             name: name.into(),
             addr,
             region: region.map(str::to_string),
+            host_region: None,
         });
         self
     }
+
+    /// A cluster whose endpoint sits in `host_region` (locality and host metadata), whatever
+    /// the cluster's own `region` says (as after a locality failover).
+    pub fn cluster_with_host_region(
+        mut self,
+        name: &str,
+        addr: SocketAddr,
+        region: Option<&str>,
+        host_region: &str,
+    ) -> Self {
+        self.clusters.push(ClusterSpec {
+            name: name.into(),
+            addr,
+            region: region.map(str::to_string),
+            host_region: Some(host_region.to_string()),
+        });
+        self
+    }
+
+    /// A route (Envoy route JSON), placed before the default one, in the order added.
+    pub fn route(mut self, route: Value) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// A native HTTP filter (JSON) after the wasm filters added so far.
+    pub fn native_filter(mut self, filter: Value) -> Self {
+        self.native_filters.push((self.filters.len(), filter));
+        self
+    }
+
+    pub fn http1_trailers(mut self) -> Self {
+        self.http1_trailers = true;
+        self
+    }
+
+    /// Logs these filter-state names (wasm properties set by a filter) for every request.
+    pub fn state_log(mut self, names: &[&str]) -> Self {
+        self.state_log = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    pub fn stats_tag(mut self, name: &str, regex: &str) -> Self {
+        self.stats_tags.push((name.to_string(), regex.to_string()));
+        self
+    }
+}
+
+/// A native filter that asks Envoy for the request's route (the CORS filter does so for every
+/// request, and does nothing else without a CORS policy on the route). After a filter changed a
+/// request header, Envoy clears its route cache but resolves the route again only when asked:
+/// properties such as `xds.cluster_name` read before that still describe the old route.
+pub fn route_resolving_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.cors",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+    })
 }
 
 /// Repository root (the integration crate's parent).
@@ -205,13 +302,16 @@ pub struct Envoy {
 }
 
 fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
-    let name = format!("kavach.{}", f.module.filter_name());
+    let name = match &f.instance {
+        Some(suffix) => format!("kavach.{}.{suffix}", f.module.filter_name()),
+        None => format!("kavach.{}", f.module.filter_name()),
+    };
     let env: serde_json::Map<String, Value> = f
         .env
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    json!({
+    let mut v = json!({
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -231,15 +331,24 @@ fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    if f.hold_headers_for_body {
+        // Only set when asked: the field exists since Envoy 1.35.
+        v["typed_config"]["config"]["allow_on_headers_stop_iteration"] = json!(true);
+    }
+    v
 }
 
 fn render(spec: &EnvoySpec, dir: &Path) -> Value {
-    let mut http_filters: Vec<Value> = spec
-        .filters
-        .iter()
-        .map(|f| wasm_filter(f, spec.failure_policy))
-        .collect();
+    let mut http_filters: Vec<Value> = Vec::new();
+    for i in 0..=spec.filters.len() {
+        for (_, native) in spec.native_filters.iter().filter(|(at, _)| *at == i) {
+            http_filters.push(native.clone());
+        }
+        if let Some(f) = spec.filters.get(i) {
+            http_filters.push(wasm_filter(f, spec.failure_policy));
+        }
+    }
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
@@ -254,6 +363,23 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
             "path": dir.join("requests.log"),
         }
     })];
+    if !spec.state_log.is_empty() {
+        let format: Vec<String> = spec
+            .state_log
+            .iter()
+            .map(|n| format!("%FILTER_STATE(wasm.{n}:PLAIN)%"))
+            .collect();
+        access_log.push(json!({
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join("state.log"),
+                "log_format": { "text_format_source": {
+                    "inline_string": format!("{}\n", format.join("\t"))
+                } }
+            }
+        }));
+    }
     if spec.audit_access_log {
         access_log.push(json!({
             "name": "envoy.access_loggers.file",
@@ -277,6 +403,9 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
                 "http_filters": http_filters,
             }
         });
+        if spec.http1_trailers {
+            v["typed_config"]["http_protocol_options"] = json!({ "enable_trailers": true });
+        }
         if forward_client_cert {
             v["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
             v["typed_config"]["set_current_client_cert_details"] = json!({ "uri": true });
@@ -327,6 +456,12 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
             if let Some(region) = &c.region {
                 v["metadata"] = json!({ "filter_metadata": { "kavach": { "region": region } } });
             }
+            if let Some(host_region) = &c.host_region {
+                let endpoints = &mut v["load_assignment"]["endpoints"][0];
+                endpoints["locality"] = json!({ "region": host_region });
+                endpoints["lb_endpoints"][0]["metadata"] =
+                    json!({ "filter_metadata": { "kavach": { "region": host_region } } });
+            }
             v
         })
         .collect();
@@ -335,11 +470,20 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
         node["metadata"] = json!({ "region": region });
         node["locality"] = json!({ "region": region });
     }
-    json!({
+    let mut bootstrap = json!({
         "node": node,
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": { "listeners": listeners, "clusters": clusters },
-    })
+    });
+    if !spec.stats_tags.is_empty() {
+        let tags: Vec<Value> = spec
+            .stats_tags
+            .iter()
+            .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
+            .collect();
+        bootstrap["stats_config"] = json!({ "stats_tags": tags });
+    }
+    bootstrap
 }
 
 impl Envoy {
@@ -500,6 +644,31 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The filter-state log (see [`EnvoySpec::state_log`]): one line per request, one
+    /// tab-separated field per name (`-` when the state was not set). Waits until there are at
+    /// least `n` lines (Envoy writes access logs asynchronously).
+    pub fn wait_state_lines(&self, n: usize) -> Vec<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = fs::read_to_string(self.dir.join("state.log")).unwrap_or_default();
+            let lines: Vec<Vec<String>> = text
+                .lines()
+                .map(|l| l.split('\t').map(str::to_string).collect())
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET `/stats/prometheus` from the admin API.
+    pub fn prometheus(&self) -> String {
+        self.admin_get("/stats/prometheus")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     pub fn scratch(&self) -> &Path {

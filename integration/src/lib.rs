@@ -7,11 +7,15 @@
 //!   drop and prints its log when the test failed.
 //! - [`pki`]: a test CA and SPIFFE workload certificates made at run time.
 
+// Test support: when Envoy cannot start or a tool is missing, the test using the harness must
+// fail with the reason, so the harness panics like a test does.
+#![allow(clippy::panic)]
+
 pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod pki;
 
-pub use client::{Request, Response};
+pub use client::{Request, Response, Streaming};
 pub use echo::{Behaviour, EchoServer, Received};
 pub use envoy::{Envoy, EnvoySpec, FilterSpec, Module};

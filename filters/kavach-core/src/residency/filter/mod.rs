@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use super::classify::{declared, ClassId, Classification, Declared, InvalidHeader, Source};
+use super::classify::{declared, ClassId, Classification, Declared, Source};
 use super::config::{
     Action, Mode, Oversize, Regions, ResidencyConfig, Stage, Untagged, UNCLASSIFIED,
 };
@@ -314,14 +314,13 @@ enum Phase {
     /// Headers held back until the body is seen.
     Buffering {
         so_far: Classification,
-        routing_changed: bool,
     },
     /// Let through with this class.
     Passed {
         class: ClassId,
-        /// The route read at decision time may not be the final one (we set the re-route header
-        /// or removed a client's copy of it): only the recheck stage saw the final cluster.
-        routing_changed: bool,
+        /// We set the re-route header: the cluster read at decision time is not the final one,
+        /// only the recheck stage sees that.
+        rerouted: bool,
     },
     /// A local reply was sent; nothing more to do.
     Replied,
@@ -351,21 +350,21 @@ impl DecideStream {
         d
     }
 
-    /// Removes every client copy of a re-route header: only this filter steers with them.
-    fn strip_reroute_headers(&self, host: &dyn Host, headers: &crate::host::Headers) -> bool {
-        let mut stripped = false;
-        for name in self.cfg().reroute_headers() {
-            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                host.set_header(HeaderMap::Request, name, None);
-                stripped = true;
-            }
-        }
-        stripped
+    /// Whether the client sent a re-route header. Only this filter may set one: the route Envoy
+    /// resolved for such a request (its name, its cluster) is the one the client steered to, and
+    /// removing the header here would leave every property describing a route the request no
+    /// longer takes. So such a request is refused, never repaired.
+    fn carries_reroute_header(&self, headers: &crate::host::Headers) -> bool {
+        self.cfg()
+            .reroute_headers()
+            .iter()
+            .any(|name| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
     }
 
-    fn refuse_header(&mut self, host: &dyn Host, why: InvalidHeader) -> Flow {
+    /// Refuses a malformed request with 400 (dry run: records it and lets it through).
+    fn refuse(&mut self, host: &dyn Host, reason: &str, error: &str) -> Flow {
         let mut d = self.new_decision(Outcome::Deny);
-        d.reason = Some(why.reason().into());
+        d.reason = Some(reason.into());
         if self.cfg().mode == Mode::DryRun {
             d.outcome = Outcome::ShadowDeny;
             decision::publish(host, &d);
@@ -373,22 +372,18 @@ impl DecideStream {
             // No class to enforce: the request goes on as it came.
             self.phase = Phase::Passed {
                 class: self.cfg().default_class,
-                routing_changed: false,
+                rerouted: false,
             };
             return Flow::Continue;
         }
         decision::publish(host, &d);
         self.shared.count(host, None, Counted::Rejected);
-        reply(
-            host,
-            400,
-            error_body("invalid_data_class", None, self.cfg()),
-        );
+        reply(host, 400, error_body(error, None, self.cfg()));
         self.phase = Phase::Replied;
         Flow::Stop
     }
 
-    fn oversize(&mut self, host: &dyn Host, so_far: Classification, routing_changed: bool) -> Flow {
+    fn oversize(&mut self, host: &dyn Host, so_far: Classification) -> Flow {
         let oversize = self
             .cfg()
             .body_detection
@@ -417,20 +412,15 @@ impl DecideStream {
                     detectors: Vec::new(),
                     body_note: Some("oversize"),
                 };
-                self.decide(host, c, routing_changed, evidence)
+                self.decide(host, c, evidence)
             }
         }
     }
 
     /// Reads the buffered body (up to the limit), runs the detectors and decides.
-    fn finish_body(
-        &mut self,
-        host: &dyn Host,
-        so_far: Classification,
-        routing_changed: bool,
-    ) -> Flow {
+    fn finish_body(&mut self, host: &dyn Host, so_far: Classification) -> Flow {
         let Some(body_cfg) = self.cfg().body_detection.as_ref() else {
-            return self.decide(host, so_far, routing_changed, Evidence::default());
+            return self.decide(host, so_far, Evidence::default());
         };
         let max = body_cfg.max_body_bytes;
         let Some(body) = host.request_body(0, max.saturating_add(1)) else {
@@ -440,10 +430,10 @@ impl DecideStream {
                 detectors: Vec::new(),
                 body_note: Some("unreadable"),
             };
-            return self.decide(host, c, routing_changed, evidence);
+            return self.decide(host, c, evidence);
         };
         if body.len() > max {
-            return self.oversize(host, so_far, routing_changed);
+            return self.oversize(host, so_far);
         }
         let mut c = so_far;
         let mut fired: Vec<Detector> = Vec::new();
@@ -462,17 +452,11 @@ impl DecideStream {
             detectors: fired,
             body_note: None,
         };
-        self.decide(host, c, routing_changed, evidence)
+        self.decide(host, c, evidence)
     }
 
     /// Checks the destination for the final class and enforces.
-    fn decide(
-        &mut self,
-        host: &dyn Host,
-        c: Classification,
-        routing_changed: bool,
-        evidence: Evidence,
-    ) -> Flow {
+    fn decide(&mut self, host: &dyn Host, c: Classification, evidence: Evidence) -> Flow {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.cfg;
         let Some(class) = cfg.class(c.class) else {
@@ -500,7 +484,7 @@ impl DecideStream {
             shared.count(host, Some(c.class), Counted::Allow);
             self.phase = Phase::Passed {
                 class: c.class,
-                routing_changed,
+                rerouted: false,
             };
             return Flow::Continue;
         };
@@ -509,7 +493,7 @@ impl DecideStream {
         set_detail(&mut d, "cluster", dest.cluster_text());
         set_detail(&mut d, "region", dest.region_text());
         let verdict = judge(&class.regions, &dest, cfg.untagged_cluster);
-        let mut routing_changed = routing_changed;
+        let mut rerouted = false;
         match verdict {
             Verdict::Allowed(reason) => {
                 d.reason = Some(reason.into());
@@ -543,7 +527,7 @@ impl DecideStream {
                     (Mode::Enforce, Action::Reroute { header, value }) => {
                         d.outcome = Outcome::Reroute;
                         host.set_header(HeaderMap::Request, header, Some(value.as_bytes()));
-                        routing_changed = true;
+                        rerouted = true;
                         shared.count(host, Some(c.class), Counted::Reroute);
                     }
                 }
@@ -557,7 +541,7 @@ impl DecideStream {
         decision::publish(host, &d);
         self.phase = Phase::Passed {
             class: c.class,
-            routing_changed,
+            rerouted,
         };
         Flow::Continue
     }
@@ -577,7 +561,7 @@ impl DecideStream {
     }
 
     /// Defence in depth on the answer: was it really served from an allowed region?
-    fn check_response(&mut self, host: &dyn Host, class: ClassId, routing_changed: bool) -> Flow {
+    fn check_response(&mut self, host: &dyn Host, class: ClassId, rerouted: bool) -> Flow {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.cfg;
         let Some(mut d) = published(host) else {
@@ -590,7 +574,7 @@ impl DecideStream {
         if let (Some(class_cfg), true, false) =
             (restricted, from_upstream, d.outcome == Outcome::Deny)
         {
-            if routing_changed && detail(&d, "recheck_region").is_none() {
+            if rerouted && detail(&d, "recheck_region").is_none() {
                 violation = Some("reroute_not_rechecked");
             }
             if cfg.upstream_check.enabled {
@@ -666,7 +650,9 @@ impl HttpFilter for DecideStream {
             return Flow::Continue;
         }
         let headers = host.headers(HeaderMap::Request);
-        let routing_changed = self.strip_reroute_headers(host, &headers);
+        if self.carries_reroute_header(&headers) {
+            return self.refuse(host, "reroute_header_from_client", "invalid_routing_header");
+        }
         // Only this filter says where a request may reside.
         let residence = &self.shared.cfg.residence_header;
         if headers
@@ -677,7 +663,7 @@ impl HttpFilter for DecideStream {
         }
         let mut c = Classification::start(self.cfg().default_class);
         match declared(&headers, self.cfg()) {
-            Declared::Invalid(why) => return self.refuse_header(host, why),
+            Declared::Invalid(why) => return self.refuse(host, why.reason(), "invalid_data_class"),
             Declared::Class(id) => c = c.raise(id, Source::Header),
             Declared::Absent => {}
         }
@@ -697,23 +683,16 @@ impl HttpFilter for DecideStream {
         if let (Some(body), false, true) = (inspect, end_of_stream, c.class < self.cfg().highest())
         {
             if content_length(&headers).is_some_and(|n| n > body.max_body_bytes) {
-                return self.oversize(host, c, routing_changed);
+                return self.oversize(host, c);
             }
-            self.phase = Phase::Buffering {
-                so_far: c,
-                routing_changed,
-            };
+            self.phase = Phase::Buffering { so_far: c };
             return Flow::Stop;
         }
-        self.decide(host, c, routing_changed, Evidence::default())
+        self.decide(host, c, Evidence::default())
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        let Phase::Buffering {
-            so_far,
-            routing_changed,
-        } = self.phase
-        else {
+        let Phase::Buffering { so_far } = self.phase else {
             return Flow::Continue;
         };
         let max = self
@@ -722,32 +701,25 @@ impl HttpFilter for DecideStream {
             .as_ref()
             .map_or(0, |b| b.max_body_bytes);
         if body_size > max {
-            return self.oversize(host, so_far, routing_changed);
+            return self.oversize(host, so_far);
         }
         if !end_of_stream {
             return Flow::Stop;
         }
-        self.finish_body(host, so_far, routing_changed)
+        self.finish_body(host, so_far)
     }
 
     fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
         // Trailers end the request body without an end-of-stream body callback.
-        let Phase::Buffering {
-            so_far,
-            routing_changed,
-        } = self.phase
-        else {
+        let Phase::Buffering { so_far } = self.phase else {
             return Flow::Continue;
         };
-        self.finish_body(host, so_far, routing_changed)
+        self.finish_body(host, so_far)
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
         match self.phase {
-            Phase::Passed {
-                class,
-                routing_changed,
-            } => self.check_response(host, class, routing_changed),
+            Phase::Passed { class, rerouted } => self.check_response(host, class, rerouted),
             _ => Flow::Continue,
         }
     }

@@ -350,15 +350,12 @@ fn no_cluster_means_nothing_leaves_and_is_allowed() {
 }
 
 #[test]
-fn public_requests_pass_untouched_and_forged_control_headers_are_removed() {
+fn public_requests_pass_untouched_and_a_forged_residence_is_removed() {
     let host = request(
         "any",
         "cdn_us",
         Some("us-east"),
-        &[
-            ("x-data-residence", b"anywhere"),
-            ("x-kavach-residency", b"in"),
-        ],
+        &[("x-data-residence", b"anywhere")],
     );
     let r = root(POLICY, &host);
     let mut s = r.new_stream();
@@ -366,12 +363,35 @@ fn public_requests_pass_untouched_and_forged_control_headers_are_removed() {
     assert_eq!(s.on_request_headers(&host, false), Flow::Continue);
     assert_eq!(s.on_request_body(&host, 10, false), Flow::Continue);
     assert!(host.request_values("x-data-residence").is_empty());
-    assert!(host.request_values("x-kavach-residency").is_empty());
     let d = decision_of(&host);
     assert_eq!(d.outcome, Outcome::Allow);
     assert_eq!(d.reason.as_deref(), Some("unrestricted_class"));
     assert_eq!(detail(&d, "source"), Some("default"));
     assert_eq!(metric(&host, "public", "allow"), 1);
+}
+
+#[test]
+fn a_client_sending_the_reroute_header_is_refused() {
+    // Envoy routed on the client's header; nothing about this route can be trusted.
+    let host = request(
+        "reroute_in",
+        "pay_hyd",
+        Some("in-south"),
+        &[("X-Kavach-Residency", b"in")],
+    );
+    let r = root(POLICY, &host);
+    assert_eq!(r.new_stream().on_request_headers(&host, true), Flow::Stop);
+    let (status, body) = reply_of(&host);
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        serde_json::json!({"error":"invalid_routing_header","policy_version":"2026-11-01"})
+    );
+    assert_eq!(
+        decision_of(&host).reason.as_deref(),
+        Some("reroute_header_from_client")
+    );
+    assert_eq!(metric(&host, "unclassified", "rejected"), 1);
 }
 
 #[test]
