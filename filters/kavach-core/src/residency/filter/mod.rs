@@ -405,7 +405,8 @@ impl DecideStream {
                 self.phase = Phase::Replied;
                 Flow::Stop
             }
-            // Dry run records a 413 as the highest class would be: never blocks.
+            // treat_as_highest; and reject_413 in dry run, which never blocks: the request goes
+            // on classified as the most sensitive class.
             _ => {
                 let c = so_far.raise(self.cfg().highest(), Source::Body);
                 let evidence = Evidence {
