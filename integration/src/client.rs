@@ -1,6 +1,7 @@
 //! A raw HTTP/1.1 client: writes exactly the bytes a test asks for (duplicate headers, invalid
 //! UTF-8, huge values), over plain TCP or mutual TLS, one request per connection; or many
-//! requests, one after the other, over one kept-alive [`Connection`] (for tests that need volume).
+//! requests, one after the other, over one kept-alive [`Connection`] (for tests that need volume);
+//! or with a chunked body sent piece by piece ([`Request::start_chunked`]).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -93,6 +94,14 @@ impl Request {
     }
 
     fn bytes_with(&self, close: bool) -> Vec<u8> {
+        let mut out = self.head(false, close);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Request line and headers; with `chunked`, `transfer-encoding: chunked` instead of a
+    /// content length; with `close`, `connection: close`.
+    fn head(&self, chunked: bool, close: bool) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
@@ -111,15 +120,45 @@ impl Request {
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
-        if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
+        if chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        } else if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
             out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
         out
+    }
+
+    /// Opens a plain TCP connection and sends the request head with a chunked body to follow:
+    /// the caller sends the chunks (pausing between them as it likes) and then finishes.
+    pub fn start_chunked(&self, addr: SocketAddr) -> io::Result<Streaming> {
+        let mut stream = TcpStream::connect_timeout(&addr, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&self.head(true, true))?;
+        stream.flush()?;
+        Ok(Streaming { stream })
+    }
+
+    /// Sends the body as these chunks with `pause` between them (long enough for the proxy to
+    /// read each chunk on its own, so it sees them as separate body frames).
+    pub fn send_chunked(
+        &self,
+        addr: SocketAddr,
+        chunks: &[&[u8]],
+        pause: Duration,
+    ) -> io::Result<Response> {
+        let mut s = self.start_chunked(addr)?;
+        for (i, c) in chunks.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
+            s.chunk(c)?;
+        }
+        s.finish(&[])
     }
 
     /// Sends over plain TCP.
@@ -154,6 +193,35 @@ impl Request {
         tcp.set_read_timeout(Some(self.timeout))?;
         let tls = rustls::StreamOwned::new(conn, tcp);
         exchange(tls, &self.bytes())
+    }
+}
+
+/// A request whose chunked body is being sent.
+pub struct Streaming {
+    stream: TcpStream,
+}
+
+impl Streaming {
+    /// Sends one chunk (empty chunks are skipped: an empty chunk would end the body).
+    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+        self.stream.write_all(data)?;
+        self.stream.write_all(b"\r\n")?;
+        self.stream.flush()
+    }
+
+    /// Ends the body (with these trailers) and reads the response.
+    pub fn finish(self, trailers: &[(&str, &str)]) -> io::Result<Response> {
+        let mut end = b"0\r\n".to_vec();
+        for (n, v) in trailers {
+            end.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        end.extend_from_slice(b"\r\n");
+        exchange(self.stream, &end)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -55,6 +55,7 @@ pub enum Behaviour {
 pub struct EchoServer {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -72,13 +73,16 @@ impl EchoServer {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s, n) = (Arc::clone(&received), Arc::clone(&stop), name.to_string());
+        let c = Arc::clone(&connections);
         thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
+                c.fetch_add(1, Ordering::SeqCst);
                 let Ok(conn) = conn else { continue };
                 let (r, n, s) = (Arc::clone(&r), n.clone(), Arc::clone(&s));
                 thread::spawn(move || {
@@ -89,6 +93,7 @@ impl EchoServer {
         Ok(EchoServer {
             addr,
             received,
+            connections,
             stop,
         })
     }
@@ -104,6 +109,12 @@ impl EchoServer {
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Connections accepted so far, complete request or not: zero means not a byte of any
+    /// request (not even its headers) reached this upstream.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Runs forever (for the demo binary).

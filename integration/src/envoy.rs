@@ -27,6 +27,7 @@ pub enum Module {
     /// Every filter in one module, configured as a chain.
     Bundle,
     Ratelimit,
+    Residency,
 }
 
 impl Module {
@@ -38,6 +39,7 @@ impl Module {
             Module::Metrics => "kavach-metrics",
             Module::Bundle => "kavach-bundle",
             Module::Ratelimit => "kavach-ratelimit",
+            Module::Residency => "kavach-residency",
         }
     }
 
@@ -48,6 +50,7 @@ impl Module {
             Module::Metrics => "metrics",
             Module::Bundle => "bundle",
             Module::Ratelimit => "ratelimit",
+            Module::Residency => "residency",
         }
     }
 }
@@ -79,35 +82,80 @@ pub fn config_error_line(module: Module, index: usize, error: &str) -> String {
     }
 }
 
-/// The test's filters as they are loaded in the current packaging.
-fn packaged(filters: &[FilterSpec]) -> Vec<FilterSpec> {
-    if packaging() == Packaging::Modules || filters.is_empty() {
-        return filters.to_vec();
+/// The test's HTTP filters (wasm and native, before the router) as they are loaded in the
+/// current packaging. With the bundle, each run of consecutive wasm filters becomes one bundle
+/// instance; a native filter between two wasm filters splits the run (the bundle cannot run a
+/// native filter in the middle of its chain).
+fn packaged(spec: &EnvoySpec) -> Vec<Value> {
+    let natives_at = |i: usize| {
+        spec.native_filters
+            .iter()
+            .filter(move |(at, _)| *at == i)
+            .map(|(_, v)| v.clone())
+    };
+    let mut out = Vec::new();
+    if packaging() == Packaging::Modules {
+        for i in 0..=spec.filters.len() {
+            out.extend(natives_at(i));
+            if let Some(f) = spec.filters.get(i) {
+                out.push(wasm_filter(f, spec.failure_policy));
+            }
+        }
+        return out;
     }
-    // Each filter's config goes into the chain verbatim (so invalid JSON stays invalid).
-    let links: Vec<String> = filters
-        .iter()
-        .map(|f| {
-            let config = if f.config.trim().is_empty() {
-                "{}"
-            } else {
-                f.config.as_str()
-            };
-            format!(
-                r#"{{"filter": "{}", "config": {config}}}"#,
-                f.module.filter_name()
-            )
-        })
-        .collect();
-    let mut env: Vec<(String, String)> = Vec::new();
-    for f in filters {
-        env.extend(f.env.iter().cloned());
+    let mut groups: Vec<Vec<&FilterSpec>> = vec![Vec::new()];
+    let mut layout: Vec<Result<usize, Value>> = Vec::new(); // group index, or a native filter
+    for i in 0..=spec.filters.len() {
+        let natives: Vec<Value> = natives_at(i).collect();
+        if !natives.is_empty() {
+            if groups.last().is_some_and(|g| !g.is_empty()) {
+                layout.push(Ok(groups.len() - 1));
+                groups.push(Vec::new());
+            }
+            layout.extend(natives.into_iter().map(Err));
+        }
+        if let Some(f) = spec.filters.get(i) {
+            if let Some(g) = groups.last_mut() {
+                g.push(f);
+            }
+        }
     }
-    vec![FilterSpec {
-        module: Module::Bundle,
-        config: format!(r#"{{"chain": [{}]}}"#, links.join(", ")),
-        env,
-    }]
+    if groups.last().is_some_and(|g| !g.is_empty()) {
+        layout.push(Ok(groups.len() - 1));
+    }
+    let several = layout.iter().filter(|l| l.is_ok()).count() > 1;
+    for item in layout {
+        match item {
+            Err(native) => out.push(native),
+            Ok(g) => {
+                let group = &groups[g];
+                // Each filter's config goes into the chain verbatim (invalid JSON stays invalid).
+                let links: Vec<String> = group
+                    .iter()
+                    .map(|f| {
+                        let config = if f.config.trim().is_empty() {
+                            "{}"
+                        } else {
+                            f.config.as_str()
+                        };
+                        format!(
+                            r#"{{"filter": "{}", "config": {config}}}"#,
+                            f.module.filter_name()
+                        )
+                    })
+                    .collect();
+                let bundle = FilterSpec {
+                    module: Module::Bundle,
+                    config: format!(r#"{{"chain": [{}]}}"#, links.join(", ")),
+                    env: group.iter().flat_map(|f| f.env.iter().cloned()).collect(),
+                    instance: several.then(|| format!("part{g}")),
+                    hold_headers_for_body: group.iter().any(|f| f.hold_headers_for_body),
+                };
+                out.push(wasm_filter(&bundle, spec.failure_policy));
+            }
+        }
+    }
+    out
 }
 
 /// One wasm filter in the chain.
@@ -118,6 +166,12 @@ pub struct FilterSpec {
     pub config: String,
     /// VM environment variables (secrets such as chain or token keys).
     pub env: Vec<(String, String)>,
+    /// Suffix of the filter, root and VM name, so one module can appear twice in a chain
+    /// (`kavach.residency.recheck`).
+    pub instance: Option<String>,
+    /// `allow_on_headers_stop_iteration`: pausing in the request-headers callback holds the
+    /// headers while body callbacks still arrive (without it the body is never delivered).
+    pub hold_headers_for_body: bool,
 }
 
 impl FilterSpec {
@@ -126,7 +180,20 @@ impl FilterSpec {
             module,
             config: config.into(),
             env: Vec::new(),
+            instance: None,
+            hold_headers_for_body: false,
         }
+    }
+
+    /// A second instance of a module in the same chain, named `kavach.<filter>.<suffix>`.
+    pub fn instance(mut self, suffix: &str) -> Self {
+        self.instance = Some(suffix.to_string());
+        self
+    }
+
+    pub fn hold_headers_for_body(mut self) -> Self {
+        self.hold_headers_for_body = true;
+        self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -142,6 +209,9 @@ pub struct ClusterSpec {
     pub addr: SocketAddr,
     /// `filter_metadata.kavach.region` of the cluster.
     pub region: Option<String>,
+    /// Region of the cluster's one endpoint: its locality and `filter_metadata.kavach.region`
+    /// of the host (None: neither is set).
+    pub host_region: Option<String>,
 }
 
 /// What to start.
@@ -168,6 +238,15 @@ pub struct EnvoySpec {
     pub use_remote_address: bool,
     /// Connection manager `xff_num_trusted_hops`.
     pub xff_num_trusted_hops: u32,
+    /// Native HTTP filters (JSON), each placed before the wasm filter at its index in `filters`
+    /// (an index equal to `filters.len()` puts it after the last wasm filter).
+    pub native_filters: Vec<(usize, Value)>,
+    /// Accept HTTP/1.1 request trailers (`http_protocol_options.enable_trailers`).
+    pub http1_trailers: bool,
+    /// Filter-state names written (tab-separated, one line per request) to `state.log`.
+    pub state_log: Vec<String>,
+    /// `stats_config.stats_tags`: (tag name, regex).
+    pub stats_tags: Vec<(String, String)>,
 }
 
 impl EnvoySpec {
@@ -179,6 +258,7 @@ impl EnvoySpec {
                 name: "upstream".into(),
                 addr: upstream,
                 region: None,
+                host_region: None,
             }],
             routes: Vec::new(),
             mtls: None,
@@ -188,6 +268,10 @@ impl EnvoySpec {
             stats_config: None,
             use_remote_address: false,
             xff_num_trusted_hops: 0,
+            native_filters: Vec::new(),
+            http1_trailers: false,
+            state_log: Vec::new(),
+            stats_tags: Vec::new(),
         }
     }
 
@@ -236,9 +320,61 @@ impl EnvoySpec {
             name: name.into(),
             addr,
             region: region.map(str::to_string),
+            host_region: None,
         });
         self
     }
+
+    /// A cluster whose endpoint sits in `host_region` (locality and host metadata), whatever
+    /// the cluster's own `region` says (as after a locality failover).
+    pub fn cluster_with_host_region(
+        mut self,
+        name: &str,
+        addr: SocketAddr,
+        region: Option<&str>,
+        host_region: &str,
+    ) -> Self {
+        self.clusters.push(ClusterSpec {
+            name: name.into(),
+            addr,
+            region: region.map(str::to_string),
+            host_region: Some(host_region.to_string()),
+        });
+        self
+    }
+
+    /// A native HTTP filter (JSON) after the wasm filters added so far.
+    pub fn native_filter(mut self, filter: Value) -> Self {
+        self.native_filters.push((self.filters.len(), filter));
+        self
+    }
+
+    pub fn http1_trailers(mut self) -> Self {
+        self.http1_trailers = true;
+        self
+    }
+
+    /// Logs these filter-state names (wasm properties set by a filter) for every request.
+    pub fn state_log(mut self, names: &[&str]) -> Self {
+        self.state_log = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    pub fn stats_tag(mut self, name: &str, regex: &str) -> Self {
+        self.stats_tags.push((name.to_string(), regex.to_string()));
+        self
+    }
+}
+
+/// A native filter that asks Envoy for the request's route (the CORS filter does so for every
+/// request, and does nothing else without a CORS policy on the route). After a filter changed a
+/// request header, Envoy clears its route cache but resolves the route again only when asked:
+/// properties such as `xds.cluster_name` read before that still describe the old route.
+pub fn route_resolving_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.cors",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" }
+    })
 }
 
 /// Repository root (the integration crate's parent).
@@ -306,13 +442,16 @@ pub struct Envoy {
 }
 
 fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
-    let name = format!("kavach.{}", f.module.filter_name());
+    let name = match &f.instance {
+        Some(suffix) => format!("kavach.{}.{suffix}", f.module.filter_name()),
+        None => format!("kavach.{}", f.module.filter_name()),
+    };
     let env: serde_json::Map<String, Value> = f
         .env
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    json!({
+    let mut v = json!({
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -332,14 +471,16 @@ fn wasm_filter(f: &FilterSpec, failure_policy: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    if f.hold_headers_for_body {
+        // Only set when asked: the field exists since Envoy 1.35.
+        v["typed_config"]["config"]["allow_on_headers_stop_iteration"] = json!(true);
+    }
+    v
 }
 
 fn render(spec: &EnvoySpec, dir: &Path) -> Value {
-    let mut http_filters: Vec<Value> = packaged(&spec.filters)
-        .iter()
-        .map(|f| wasm_filter(f, spec.failure_policy))
-        .collect();
+    let mut http_filters = packaged(spec);
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
@@ -354,6 +495,23 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
             "path": dir.join("requests.log"),
         }
     })];
+    if !spec.state_log.is_empty() {
+        let format: Vec<String> = spec
+            .state_log
+            .iter()
+            .map(|n| format!("%FILTER_STATE(wasm.{n}:PLAIN)%"))
+            .collect();
+        access_log.push(json!({
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join("state.log"),
+                "log_format": { "text_format_source": {
+                    "inline_string": format!("{}\n", format.join("\t"))
+                } }
+            }
+        }));
+    }
     if spec.audit_access_log {
         access_log.push(json!({
             "name": "envoy.access_loggers.file",
@@ -379,6 +537,9 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
                 "xff_num_trusted_hops": spec.xff_num_trusted_hops,
             }
         });
+        if spec.http1_trailers {
+            v["typed_config"]["http_protocol_options"] = json!({ "enable_trailers": true });
+        }
         if forward_client_cert {
             v["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
             v["typed_config"]["set_current_client_cert_details"] = json!({ "uri": true });
@@ -429,6 +590,12 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
             if let Some(region) = &c.region {
                 v["metadata"] = json!({ "filter_metadata": { "kavach": { "region": region } } });
             }
+            if let Some(host_region) = &c.host_region {
+                let endpoints = &mut v["load_assignment"]["endpoints"][0];
+                endpoints["locality"] = json!({ "region": host_region });
+                endpoints["lb_endpoints"][0]["metadata"] =
+                    json!({ "filter_metadata": { "kavach": { "region": host_region } } });
+            }
             v
         })
         .collect();
@@ -442,8 +609,18 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": { "listeners": listeners, "clusters": clusters },
     });
-    if let Some(stats) = &spec.stats_config {
-        bootstrap["stats_config"] = stats.clone();
+    let mut stats = spec.stats_config.clone().unwrap_or_else(|| json!({}));
+    if !spec.stats_tags.is_empty() {
+        let mut tags: Vec<Value> = stats["stats_tags"].as_array().cloned().unwrap_or_default();
+        tags.extend(
+            spec.stats_tags
+                .iter()
+                .map(|(name, regex)| json!({ "tag_name": name, "regex": regex })),
+        );
+        stats["stats_tags"] = Value::Array(tags);
+    }
+    if stats.as_object().is_some_and(|o| !o.is_empty()) {
+        bootstrap["stats_config"] = stats;
     }
     bootstrap
 }
@@ -646,6 +823,31 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The filter-state log (see [`EnvoySpec::state_log`]): one line per request, one
+    /// tab-separated field per name (`-` when the state was not set). Waits until there are at
+    /// least `n` lines (Envoy writes access logs asynchronously).
+    pub fn wait_state_lines(&self, n: usize) -> Vec<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = fs::read_to_string(self.dir.join("state.log")).unwrap_or_default();
+            let lines: Vec<Vec<String>> = text
+                .lines()
+                .map(|l| l.split('\t').map(str::to_string).collect())
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The raw text of `/stats/prometheus`.
+    pub fn prometheus_text(&self) -> String {
+        self.admin_get("/stats/prometheus")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     pub fn scratch(&self) -> &Path {

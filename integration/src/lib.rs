@@ -10,6 +10,10 @@
 //! - [`load`]: many requests from many threads, counted by outcome.
 //! - [`prometheus`]: parses `/stats/prometheus`; the `stats_config` for the metrics filter.
 
+// Test support: when Envoy cannot start or a tool is missing, the test using the harness must
+// fail with the reason, so the harness panics like a test does.
+#![allow(clippy::panic)]
+
 pub mod client;
 pub mod echo;
 pub mod envoy;
@@ -18,6 +22,6 @@ pub mod pki;
 pub mod prometheus;
 pub mod registry;
 
-pub use client::{Connection, Request, Response};
+pub use client::{Connection, Request, Response, Streaming};
 pub use echo::{Behaviour, EchoServer, Received};
 pub use envoy::{Envoy, EnvoySpec, FilterSpec, Module};

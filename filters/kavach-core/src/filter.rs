@@ -31,6 +31,12 @@ pub trait HttpFilter {
         Flow::Continue
     }
 
+    /// Request trailers arrived: the body ended without an end-of-stream body callback. A filter
+    /// holding the request for its body must decide here, or Envoy passes the request on.
+    fn on_request_trailers(&mut self, _host: &dyn Host) -> Flow {
+        Flow::Continue
+    }
+
     fn on_response_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Flow {
         Flow::Continue
     }

@@ -10,6 +10,10 @@ pub const ALL: Registry = &[
         crate::audit::AuditFactory::configure,
     ),
     (
+        crate::residency::ResidencyFactory::NAME,
+        crate::residency::ResidencyFactory::configure,
+    ),
+    (
         crate::pci::PciAuthzFactory::NAME,
         crate::pci::PciAuthzFactory::configure,
     ),
@@ -47,6 +51,9 @@ pub mod schema {
             "pci_authz" => generator.into_root_schema_for::<crate::pci::config::PciConfigJson>(),
             "metrics" => {
                 generator.into_root_schema_for::<crate::metrics::config::MetricsConfigJson>()
+            }
+            "residency" => {
+                generator.into_root_schema_for::<crate::residency::config::ResidencyConfigJson>()
             }
             "ratelimit" => {
                 generator.into_root_schema_for::<crate::ratelimit::config::RateLimitConfigJson>()

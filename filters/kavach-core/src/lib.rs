@@ -16,6 +16,7 @@ pub mod host;
 pub mod metrics;
 pub mod pci;
 pub mod ratelimit;
+pub mod residency;
 pub mod text;
 pub mod time;
 

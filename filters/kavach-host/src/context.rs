@@ -170,6 +170,13 @@ impl HttpContext for Stream {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        match self.inner.as_mut() {
+            Some(f) => action(f.on_request_trailers(&ProxyHost)),
+            None => Action::Pause,
+        }
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         match self.inner.as_mut() {
             Some(f) => action(f.on_response_headers(&ProxyHost, end_of_stream)),

@@ -8,8 +8,10 @@
 //! - request headers: cached until a filter changes a request header;
 //! - properties: cached within one callback (a property such as `response.code` changes between
 //!   callbacks) and dropped when a request header changes (Envoy may pick another route);
-//! - filter state the chain's filters wrote (`set_property`): remembered for the whole stream,
-//!   and always written through to Envoy so that access logs see it.
+//! - filter state the chain's filters wrote (`set_property`): always written through to Envoy
+//!   (access logs and other filters see it) and remembered until the callback ends. Between
+//!   callbacks a filter outside the bundle may overwrite it (a residency recheck stage after a
+//!   route-resolving filter does), so it is read from Envoy again.
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
@@ -28,6 +30,7 @@ impl StreamCache {
     pub fn begin_callback(&self) {
         *self.request_headers.borrow_mut() = None;
         self.properties.borrow_mut().clear();
+        self.written.borrow_mut().clear();
     }
 
     fn request_changed(&self) {

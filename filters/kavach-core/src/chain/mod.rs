@@ -74,11 +74,6 @@ pub fn configure(
                 known.join(", ")
             )));
         };
-        if roots.iter().any(|r| r.name() == link.filter) {
-            return Err(link_at
-                .field("filter")
-                .error(format!("{:?} appears twice", link.filter)));
-        }
         let bytes = match &link.config {
             Some(v) => {
                 serde_json::to_vec(v).map_err(|e| link_at.field("config").error(e.to_string()))?
@@ -241,6 +236,17 @@ impl HttpFilter for ChainStream {
         flow
     }
 
+    fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
+        let cache = std::mem::take(&mut self.cache);
+        cache.begin_callback();
+        let flow = self.request_trailers(&CachedHost {
+            host,
+            cache: &cache,
+        });
+        self.cache = cache;
+        flow
+    }
+
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
         let cache = std::mem::take(&mut self.cache);
         cache.begin_callback();
@@ -301,6 +307,38 @@ impl ChainStream {
                 if f.on_request_body(host, body_size, end_of_stream) == Flow::Stop {
                     return Flow::Stop;
                 }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Trailers end the body: like the body, they go to every filter that let the headers
+    /// through and to the filter holding them; when that one continues, the later filters get
+    /// the request headers and then the trailers.
+    fn request_trailers(&mut self, host: &dyn Host) -> Flow {
+        for f in self.filters.iter_mut().take(self.passed) {
+            if f.on_request_trailers(host) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        while self.stopped {
+            let Some(f) = self.filters.get_mut(self.passed) else {
+                break;
+            };
+            if f.on_request_trailers(host) == Flow::Stop {
+                return Flow::Stop;
+            }
+            self.passed += 1;
+            self.stopped = false;
+            let before = self.passed;
+            let held = self.run_headers(host, false) == Flow::Stop;
+            for f in self.filters.iter_mut().take(self.passed).skip(before) {
+                if f.on_request_trailers(host) == Flow::Stop {
+                    return Flow::Stop;
+                }
+            }
+            if !held {
+                break;
             }
         }
         Flow::Continue

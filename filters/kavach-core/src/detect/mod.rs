@@ -1,12 +1,22 @@
-//! Detectors for regulated data in text: payment card numbers and Aadhaar numbers.
+//! Detectors for regulated data in text: payment card numbers, Aadhaar numbers, and (in
+//! [`india`]) PAN, IFSC and UPI VPA identifiers.
 //!
-//! A candidate is a run of digits, optionally grouped by single spaces or dashes
-//! (`4111 1111 1111 1111`, `2345-6789-0123`), that is not glued to other letters or digits. The
+//! A number candidate is a run of digits, optionally grouped by single spaces or dashes
+//! (`4111 1111 1111 1111`, `2345-6789-0123`), that is not glued to other letters or digits, directly
+//! or through `-`, `_` or `.` (the digit tail of a UUID, an `ORD-…` id or a decimal). The
 //! whole run must be the number: a long order id that merely contains a Luhn-valid window is not a
 //! card. That keeps false positives on ordinary JSON low, which matters because a detection can
-//! block a request.
+//! block a request. Two more rules come from measuring ordinary payloads: a run right after `+` is
+//! a phone number in international form (`+91 98765 43210`), never a card or Aadhaar number; and
+//! a grouped Aadhaar number is grouped 4-4-4, the way UIDAI prints it (a 2-5-5 grouped run is a
+//! phone number), and a grouped card number starts with a group of four (a 3-7-7 grouped run is
+//! an order number).
+//!
+//! [`find`] and [`redact`] cover cards and Aadhaar numbers (what the audit filter masks);
+//! [`find_with`] runs any set of [`Detector`]s.
 
 mod checksum;
+pub mod india;
 
 pub use checksum::{luhn_valid, verhoeff_valid};
 
@@ -71,14 +81,43 @@ pub fn is_aadhaar(digits: &[u8]) -> bool {
         && verhoeff_valid(digits)
 }
 
-/// A digit run: its byte span and the digit values in it.
+/// A digit run: its byte span, the digit values in it, and how it looked.
 struct Run {
     span: Range<usize>,
     digits: Vec<u8>,
+    /// Digits per separator-delimited group (`[4, 4, 4]` for `2345 6789 0123`).
+    groups: Vec<usize>,
+    /// The run follows a `+`: a phone number in international form.
+    after_plus: bool,
 }
 
-/// Splits text into candidate runs: digits with single ` ` or `-` between them, bounded by
-/// characters that are neither letters nor digits.
+impl Run {
+    fn card(&self) -> bool {
+        // Printed card numbers start with a group of four (4-4-4-4, Amex 4-6-5, Diners 4-6-4);
+        // a 3-7-7 grouped run is an order number.
+        let grouping_ok = self.groups.len() == 1 || self.groups.first() == Some(&4);
+        !self.after_plus && grouping_ok && is_card(&self.digits)
+    }
+
+    fn aadhaar(&self) -> bool {
+        let grouping_ok = self.groups.len() == 1 || self.groups == [4, 4, 4];
+        !self.after_plus && grouping_ok && is_aadhaar(&self.digits)
+    }
+}
+
+/// Whether the byte next to a digit run (`near`, then `far` beyond it) ties the run to other
+/// letters or digits: directly (`A4111…`), or through a joiner (`ac5d-7733…`, `12.9999…`,
+/// `id_4111…`): then the run is part of an identifier, a UUID or a decimal number.
+fn glued(near: Option<&u8>, far: Option<&u8>) -> bool {
+    match near {
+        Some(b) if b.is_ascii_alphanumeric() => true,
+        Some(b'-' | b'_' | b'.') => far.is_some_and(u8::is_ascii_alphanumeric),
+        _ => false,
+    }
+}
+
+/// Splits text into candidate runs: digits with single ` ` or `-` between them, not tied to
+/// other letters or digits (see [`glued`]).
 fn runs(text: &[u8]) -> Vec<Run> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -88,26 +127,36 @@ fn runs(text: &[u8]) -> Vec<Run> {
             continue;
         }
         let start = i;
-        let glued_before = start > 0 && text[start - 1].is_ascii_alphanumeric();
+        let before = start.checked_sub(1).and_then(|b| text.get(b));
+        let before2 = start.checked_sub(2).and_then(|b| text.get(b));
+        let glued_before = glued(before, before2);
+        let after_plus = before == Some(&b'+');
         let mut digits = Vec::new();
+        let mut groups = vec![0usize];
         let mut end = i;
         while i < text.len() {
             let b = text[i];
             if b.is_ascii_digit() {
                 digits.push(b - b'0');
+                if let Some(g) = groups.last_mut() {
+                    *g += 1;
+                }
                 i += 1;
                 end = i;
             } else if (b == b' ' || b == b'-') && text.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                groups.push(0);
                 i += 1;
             } else {
                 break;
             }
         }
-        let glued_after = text.get(end).is_some_and(u8::is_ascii_alphanumeric);
+        let glued_after = glued(text.get(end), text.get(end + 1));
         if !glued_before && !glued_after {
             out.push(Run {
                 span: start..end,
                 digits,
+                groups,
+                after_plus,
             });
         }
         // Skip the rest of a glued token so its tail is not read as a fresh run.
@@ -123,9 +172,9 @@ pub fn find(text: &[u8]) -> Vec<Finding> {
     runs(text)
         .into_iter()
         .filter_map(|run| {
-            let kind = if is_card(&run.digits) {
+            let kind = if run.card() {
                 Kind::Card
-            } else if is_aadhaar(&run.digits) {
+            } else if run.aadhaar() {
                 Kind::Aadhaar
             } else {
                 return None;
@@ -171,5 +220,82 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A detector the residency filter (or any other) can switch on by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detector {
+    /// Payment card number ([`is_card`]).
+    Card,
+    /// Aadhaar number ([`is_aadhaar`]).
+    Aadhaar,
+    /// Permanent Account Number ([`india::is_pan`]).
+    Pan,
+    /// Indian Financial System Code ([`india::is_ifsc`]).
+    Ifsc,
+    /// UPI virtual payment address ([`india::find_upi_vpas`]).
+    UpiVpa,
+}
+
+impl Detector {
+    pub const ALL: [Detector; 5] = [
+        Detector::Card,
+        Detector::Aadhaar,
+        Detector::Pan,
+        Detector::Ifsc,
+        Detector::UpiVpa,
+    ];
+
+    /// The name used in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::Card => "card",
+            Detector::Aadhaar => "aadhaar",
+            Detector::Pan => "pan",
+            Detector::Ifsc => "ifsc",
+            Detector::UpiVpa => "upi_vpa",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+/// Every finding of the given detectors in `text`, ordered by position.
+pub fn find_with(text: &[u8], detectors: &[Detector]) -> Vec<(Detector, Range<usize>)> {
+    let on = |d: Detector| detectors.contains(&d);
+    let mut out = Vec::new();
+    if on(Detector::Card) || on(Detector::Aadhaar) {
+        for run in runs(text) {
+            if on(Detector::Card) && run.card() {
+                out.push((Detector::Card, run.span));
+            } else if on(Detector::Aadhaar) && run.aadhaar() {
+                out.push((Detector::Aadhaar, run.span));
+            }
+        }
+    }
+    if on(Detector::Pan) || on(Detector::Ifsc) {
+        for span in india::tokens(text) {
+            let token = text.get(span.clone()).unwrap_or_default();
+            if on(Detector::Pan) && india::is_pan(token) {
+                out.push((Detector::Pan, span));
+            } else if on(Detector::Ifsc) && india::is_ifsc(token) {
+                out.push((Detector::Ifsc, span));
+            }
+        }
+    }
+    if on(Detector::UpiVpa) {
+        out.extend(
+            india::find_upi_vpas(text)
+                .into_iter()
+                .map(|s| (Detector::UpiVpa, s)),
+        );
+    }
+    out.sort_by_key(|(_, span)| span.start);
+    out
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod false_positives;
