@@ -24,7 +24,7 @@ trap cleanup INT TERM EXIT
 
 target/release/echo-upstream 127.0.0.1:18080 demo >"$RUN/upstream.log" 2>&1 &
 PIDS+=($!)
-"$ENVOY" -c envoy-config/chain.yaml --concurrency 2 >"$RUN/audit.log" 2>"$RUN/envoy.log" &
+"$ENVOY" -c envoy-config/chain.yaml --concurrency 2 --file-flush-interval-msec 500 >"$RUN/audit.log" 2>"$RUN/envoy.log" &
 PIDS+=($!)
 
 for _ in $(seq 1 100); do
@@ -39,10 +39,12 @@ cat <<'MSG'
 
 Kavach is running: Envoy on http://127.0.0.1:10000 -> demo upstream on 127.0.0.1:18080.
 
-  curl -si localhost:10000/demo/hello -H 'x-audit-id: forged'   # forged header replaced; see x-audit-id
+  curl -si localhost:10000/demo/hello -H 'x-audit-id: forged'   # forged header replaced; RateLimit fields
+  curl -si localhost:10000/v1/cards/1                             # 403: no verified SPIFFE identity
+  curl -si localhost:10000/kyc/submit -d '{"card":"4111 1111 1111 1111"}'  # payment data, in-region: allowed
   tail -f .run/audit.log                                          # one chained audit record per request
-  target/release/kavach verify .run/audit.log                     # verify the chain
-  curl -s localhost:9901/stats | grep wasmcustom                  # the filters' counters
+  target/release/kavach verify .run/audit.log                     # verify the chains
+  curl -s localhost:9901/stats/prometheus | grep ^kavach_         # bounded metrics, real labels
 
 Ctrl-C stops everything.
 MSG

@@ -40,4 +40,5 @@ fi
 
 target/release/kavach validate envoy-config/*.yaml envoy-config/istio/*.yaml || status=1
 target/release/kavach schema --check schemas || status=1
+python3 scripts/lib/gen-chain-configs.py --check || status=1
 exit $status

@@ -48,6 +48,15 @@ PCI_POLICY = {
 CONFIGS = {
     "audit": {"utc_offset": "+05:30", "return_audit_id": True, "query": "redact_values"},
     "pci_authz": PCI_POLICY,
+    "residency": {"policy_version": "bench-2026-11-26", "classes": [
+        {"name": "public", "allowed_regions": ["*"]},
+        {"name": "pii", "allowed_regions": ["in-west", "in-south"], "action": "deny"},
+        {"name": "payment", "allowed_regions": ["in-west", "in-south"], "action": "deny"}],
+        "routes": {"payments": {"min_class": "payment"}}},
+    # A limit the benchmark never reaches: every request pays for the bucket update.
+    "ratelimit": {"response_headers": {"ietf": True, "on_allowed": True},
+                  "rules": [{"name": "per-client", "key": ["client_address"], "limit": 1000000000,
+                             "period_s": 1, "slots": 65536}]},
     "metrics": {"max_total_series": 1500, "metrics": [
         {"name": "kavach_requests_total", "type": "counter", "max_series": 1000,
          "labels": [{"source": "route"}, {"source": "method"}, {"source": "status_class"},
@@ -95,6 +104,11 @@ def variants(noop_wasm):
     v["chain-modules"] = [kavach(f) for f in chain]
     v["chain-bundle"] = [wasm_filter("kavach.bundle", DIST / "kavach-bundle.wasm",
                                      {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
+    opt = os.environ.get("KAVACH_BENCH_OPT_BUNDLE")
+    if opt and pathlib.Path(opt).exists():
+        # The same bundle after `wasm-opt -O3`: does the post-link optimiser buy speed or size?
+        v["chain-bundle-wasm-opt"] = [wasm_filter("kavach.bundle", opt,
+                                                  {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
     v["native-rbac"] = [native("envoy.filters.http.rbac",
                                "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
                                {"rules": {"action": "ALLOW", "policies": {
@@ -229,6 +243,70 @@ def latency(port, rate, seconds, core, tmp):
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+WRK_UNIQUE = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", string.format("{path}", counter), {{["{header}"] = string.format("{value}", counter), ["x-bench"] = "1"}})
+end
+"""
+
+
+def flood(envoy, total, core, tmp, path, header, value):
+    """Sends `total` requests with distinct keys; returns VmRSS (KiB) samples at each quarter."""
+    script = pathlib.Path(tmp) / "unique.lua"
+    script.write_text(WRK_UNIQUE.format(path=path, header=header, value=value))
+    samples = [envoy.rss_kib()]
+    sent = 0
+    quarter = total // 4
+    while sent < total:
+        # wrk stops at a time, not a count: run in slices and count what was sent.
+        script.write_text(WRK_UNIQUE.format(path=path.replace("%d", f"{sent}-%d"), header=header,
+                                            value=value.replace("%d", f"{sent}-%d")))
+        reqs, _ = wrk(envoy.port, 2, core, 16, script)
+        sent += reqs
+        if sent >= quarter * len(samples):
+            samples.append(envoy.rss_kib())
+    return sent, samples
+
+
+def memory(args, all_variants, envoy_core, load_core, tmp):
+    rows = []
+    # RSS with 1, 2 and 4 workers: the chain as modules vs as the bundle.
+    for name in ("chain-modules", "chain-bundle"):
+        for workers in (1, 2, 4):
+            e = Envoy(args.envoy, all_variants[name], workers, envoy_core, tmp)
+            try:
+                idle = e.rss_kib()
+                wrk(e.port, 5, load_core, 32)
+                rows.append((f"{name}, {workers} worker(s)", f"{idle / 1024:.1f}", f"{e.rss_kib() / 1024:.1f}", "-"))
+            finally:
+                e.stop()
+    # The rate-limit table under a million distinct clients, the metrics filter under 100k paths.
+    floods = []
+    if "ratelimit" in available_filters():
+        rl = dict(CONFIGS["ratelimit"])
+        rl["rules"] = [{"name": "per-key", "key": [{"header": "x-client"}], "limit": 1000000000,
+                        "period_s": 1, "slots": 65536}]
+        floods.append(("ratelimit, 10^6 distinct keys", wasm_filter("kavach.ratelimit", DIST / "kavach-ratelimit.wasm", rl),
+                       args.flood_keys, "/v1/cards/1", "x-client", "client-%d"))
+    if "metrics" in available_filters():
+        floods.append(("metrics, 10^5 distinct paths", kavach("metrics"), args.flood_paths,
+                       "/v1/items/item-%d", "x-tenant", "t-%d"))
+    for label, filt, total, path, header, value in floods:
+        e = Envoy(args.envoy, [filt], 1, envoy_core, tmp)
+        try:
+            wrk(e.port, 2, load_core, 16)
+            sent, samples = flood(e, total, load_core, tmp, path, header, value)
+            rows.append((f"{label} (sent {sent})", f"{samples[0] / 1024:.1f}", f"{samples[-1] / 1024:.1f}",
+                         " → ".join(f"{x / 1024:.1f}" for x in samples)))
+        finally:
+            e.stop()
+    md = ["| run | RSS before MiB | RSS after MiB | RSS at each quarter MiB |", "|---|---|---|---|"]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(md) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--envoy", required=True)
@@ -240,6 +318,9 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="offered load for the latency runs (req/s)")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
+    ap.add_argument("--flood-keys", type=int, default=1_000_000)
+    ap.add_argument("--flood-paths", type=int, default=100_000)
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = ap.parse_args()
 
     cores = os.sched_getaffinity(0)
@@ -282,7 +363,10 @@ def main():
 
     sizes = {p.stem: p.stat().st_size for p in DIST.glob("*.wasm")}
     sizes["kavach-bench-noop"] = pathlib.Path(args.noop_wasm).stat().st_size
-    wasm_of = {"wasm-floor": "kavach-bench-noop", "chain-bundle": "kavach-bundle"}
+    if os.environ.get("KAVACH_BENCH_OPT_BUNDLE"):
+        sizes["kavach-bundle.opt"] = pathlib.Path(os.environ["KAVACH_BENCH_OPT_BUNDLE"]).stat().st_size
+    wasm_of = {"wasm-floor": "kavach-bench-noop", "chain-bundle": "kavach-bundle",
+               "chain-bundle-wasm-opt": "kavach-bundle.opt"}
     for f in CHAIN_ORDER:
         wasm_of[f"kavach-{f}"] = MODULE[f]
 
@@ -309,8 +393,12 @@ def main():
         w.writerows(table)
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in table]
-    pathlib.Path(f"{out}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    text = "\n".join(md) + "\n"
+    if not args.no_memory:
+        mem = memory(args, all_variants, envoy_core, load_core, tmp)
+        text += "\nMemory:\n\n" + mem
+    pathlib.Path(f"{out}.md").write_text(text)
+    print(text)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
