@@ -29,6 +29,7 @@ wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-t
   --enable-mutable-globals dist/kavach-bundle.wasm -o target/bench/kavach-bundle.opt.wasm
 export KAVACH_BENCH_OPT_BUNDLE="$ROOT/target/bench/kavach-bundle.opt.wasm"
 
+export KAVACH_BENCH_COMMAND="scripts/bench.sh${*:+ $*}"
 python3 scripts/lib/bench.py --envoy "$ENVOY" \
   --noop-wasm target/wasm32-wasip1/release/kavach_bench_noop.wasm \
   --out docs/bench "$@"
