@@ -22,3 +22,6 @@ pub mod time;
 
 #[cfg(test)]
 pub mod testing;
+
+#[cfg(test)]
+mod hostile_tests;
