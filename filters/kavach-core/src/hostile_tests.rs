@@ -319,3 +319,70 @@ fn thousands_of_hostile_requests_never_panic_the_whole_chain() {
     assert!(replies.len() >= 3, "replies seen: {replies:?}");
     assert!(passed >= 500, "only {passed} requests got through");
 }
+
+/// Configuration comes from operators, not clients, but a bad push must be refused with a
+/// message, never crash the configure step: the demo chain's configuration, mutated hundreds of
+/// ways (characters dropped, duplicated, replaced, numbers swapped for extremes), either
+/// configures or fails with an error naming a reason.
+#[test]
+fn mutated_configurations_are_refused_not_fatal() {
+    let base = demo_chain_config();
+    let mut rng = Rng(0x636f_6e66_6967);
+    const SWAPS: &[&str] = &[
+        "0",
+        "-1",
+        "18446744073709551615",
+        "1e309",
+        "null",
+        "[]",
+        "{}",
+        "\"\"",
+        "\"**\"",
+        "\"/a/**/b\"",
+        "true",
+        "\"\\u0000\"",
+        "\"é\"",
+        "99999999999",
+    ];
+    let mut refused = 0;
+    // Each successful configure builds the rate limiter's slot table, so keep the count modest.
+    for _ in 0..400 {
+        let mut text: Vec<u8> = base.as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(text.len());
+            match rng.below(4) {
+                0 => {
+                    text.remove(at);
+                }
+                1 => {
+                    let b = text[at];
+                    text.insert(at, b);
+                }
+                2 => {
+                    const BYTES: &[u8] = b"{}[],:\"0a-*/\\ ";
+                    text[at] = BYTES[rng.below(BYTES.len())];
+                }
+                _ => {
+                    // Replace the value after a colon with an extreme one.
+                    if let Some(colon) = text[at..].iter().position(|b| *b == b':') {
+                        let start = at + colon + 1;
+                        let end = text[start..]
+                            .iter()
+                            .position(|b| *b == b',' || *b == b'}' || *b == b']')
+                            .map_or(text.len(), |e| start + e);
+                        text.splice(start..end, rng.pick(SWAPS).bytes());
+                    }
+                }
+            }
+        }
+        let host = MockHost::new();
+        if let Err(e) = chain::configure(filters::ALL, &text, &host) {
+            assert!(!e.reason.is_empty());
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 100,
+        "the mutations should break most configurations ({refused})"
+    );
+}
