@@ -14,6 +14,8 @@ pub mod filters;
 pub mod headers;
 pub mod host;
 pub mod metrics;
+pub mod path_canon;
+pub mod path_glob;
 pub mod pci;
 pub mod ratelimit;
 pub mod residency;

@@ -14,11 +14,7 @@
 //! get the request headers and then the same body. Response headers go through the filters that
 //! saw the request, in reverse order. Every filter's log callback runs for every request.
 
-pub(crate) mod cache;
-
 use serde::Deserialize;
-
-use cache::{CachedHost, StreamCache};
 
 use crate::config::{self, ConfigError, FieldPath};
 use crate::filter::{FilterRoot, Flow, HttpFilter};
@@ -144,7 +140,6 @@ impl FilterRoot for ChainRoot {
             filters: self.roots.iter().map(|r| r.new_stream()).collect(),
             passed: 0,
             stopped: false,
-            cache: StreamCache::default(),
         })
     }
 
@@ -177,8 +172,6 @@ pub struct ChainStream {
     passed: usize,
     /// A filter stopped the request headers (local reply or waiting for the body).
     stopped: bool,
-    /// Host answers shared by the filters of this stream.
-    cache: StreamCache,
 }
 
 impl ChainStream {
@@ -207,71 +200,26 @@ impl ChainStream {
 
 impl HttpFilter for ChainStream {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        let cache = std::mem::take(&mut self.cache);
-        cache.begin_callback();
-        let flow = {
-            let host = CachedHost {
-                host,
-                cache: &cache,
-            };
-            self.passed = 0;
-            self.run_headers(&host, end_of_stream)
-        };
-        self.cache = cache;
-        flow
+        self.passed = 0;
+        self.run_headers(host, end_of_stream)
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        let cache = std::mem::take(&mut self.cache);
-        cache.begin_callback();
-        let flow = self.request_body(
-            &CachedHost {
-                host,
-                cache: &cache,
-            },
-            body_size,
-            end_of_stream,
-        );
-        self.cache = cache;
-        flow
+        self.request_body(host, body_size, end_of_stream)
     }
 
     fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
-        let cache = std::mem::take(&mut self.cache);
-        cache.begin_callback();
-        let flow = self.request_trailers(&CachedHost {
-            host,
-            cache: &cache,
-        });
-        self.cache = cache;
-        flow
+        self.request_trailers(host)
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        let cache = std::mem::take(&mut self.cache);
-        cache.begin_callback();
-        let flow = self.response_headers(
-            &CachedHost {
-                host,
-                cache: &cache,
-            },
-            end_of_stream,
-        );
-        self.cache = cache;
-        flow
+        self.response_headers(host, end_of_stream)
     }
 
     fn on_log(&mut self, host: &dyn Host) {
-        let cache = std::mem::take(&mut self.cache);
-        cache.begin_callback();
-        let host = CachedHost {
-            host,
-            cache: &cache,
-        };
         for f in &mut self.filters {
-            f.on_log(&host);
+            f.on_log(host);
         }
-        self.cache = cache;
     }
 }
 

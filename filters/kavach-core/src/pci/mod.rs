@@ -8,7 +8,6 @@
 //! mode. Every request gets exactly one decision under `kavach.decision.pci_authz`.
 //!
 //! - [`config`]: the policy and its validation.
-//! - [`path_canon`]: the canonical form of a request path (or why there is none).
 //! - [`matcher`]: principal, method, path-glob, header and time-window conditions.
 //! - [`identity`]: the caller's principal (peer certificate, XFCC).
 //! - [`token`]: minting and verifying CDE access tokens.
@@ -20,10 +19,9 @@ pub mod evaluate;
 pub mod filter;
 pub mod identity;
 pub mod matcher;
-pub mod path_canon;
 pub mod token;
 
+pub use crate::path_canon::{canonicalize, DotSegments, PathError};
 pub use config::PciConfig;
 pub use filter::{PciAuthzFactory, PciAuthzRoot, SHADOW_HEADER};
-pub use path_canon::{canonicalize, DotSegments, PathError};
 pub use token::{mint_token, verify_token, TokenError};

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::bucket::Limits;
 use super::key::AddressPolicy;
-use super::matcher::{Matcher, PathGlob};
+use super::matcher::{Matcher, PathPattern};
 use super::table::config_tag;
 use crate::config::{self, header_name, in_range, non_empty, ConfigError, FieldPath};
 
@@ -328,7 +328,7 @@ fn validate_match(at: &FieldPath, m: MatchJson) -> Result<Matcher, ConfigError> 
     }
     for (i, p) in m.paths.iter().enumerate() {
         out.paths
-            .push(PathGlob::parse(&at.field("paths").index(i), p)?);
+            .push(PathPattern::parse(&at.field("paths").index(i), p)?);
     }
     for (i, x) in m.methods.iter().enumerate() {
         out.methods.push(method(&at.field("methods").index(i), x)?);
@@ -707,7 +707,7 @@ mod tests {
         );
         assert_eq!(
             err(&with_rule(r#","match":{"paths":["/a/**/b"]}"#)),
-            "rules[0].match.paths[0]: \"/a/**/b\": \"**\" may only be the last segment"
+            "rules[0].match.paths[0]: \"**\" may only be the last segment"
         );
         assert_eq!(
             err(&with_rule(r#","match":{"methods":["GET POST"]}"#)),

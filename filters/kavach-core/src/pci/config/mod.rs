@@ -32,8 +32,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::identity::XfccConfig;
 use super::matcher::{trust_domain, PrincipalPattern};
-use super::path_canon::DotSegments;
 use crate::config::{self, header_name, in_range, non_empty, ConfigError, FieldPath};
+use crate::path_canon::DotSegments;
 
 pub use rules::{metric_name, HeaderJson, Rule, RuleJson, MAX_RULE_NAME_BYTES};
 

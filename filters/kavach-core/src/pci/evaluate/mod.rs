@@ -21,10 +21,10 @@ use hashbrown::HashSet;
 use super::config::{PciConfig, Rule};
 use super::identity::resolve;
 use super::matcher::in_trust_domain;
-use super::path_canon::{canonicalize, PathError};
 use super::token::{verify_token, TokenError};
 use crate::headers::{alias_form, single, Single};
 use crate::host::Headers;
+use crate::path_canon::{canonicalize, PathError};
 
 /// Headers that ask a server to treat the request as another method (in alias form).
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [

@@ -7,14 +7,12 @@
 use chrono::DateTime;
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::path_canon::{canonicalize, DotSegments};
 use crate::config::{ConfigError, FieldPath};
 use crate::headers::Single;
+pub use crate::path_glob::{PathPattern, MAX_PATH_BYTES};
 
 /// Longest SPIFFE ID (the SPIFFE specification caps URIs at 2048 bytes).
 pub const MAX_PRINCIPAL_BYTES: usize = 2048;
-/// Longest path pattern.
-pub const MAX_PATH_BYTES: usize = 2048;
 /// Longest method name.
 pub const MAX_METHOD_BYTES: usize = 32;
 /// Longest `exact` or `prefix` header value.
@@ -151,92 +149,6 @@ pub fn method(at: &FieldPath, name: &str) -> Result<String, ConfigError> {
 // ---------------------------------------------------------------------------------------------
 // Paths
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    /// `*`: exactly one non-empty segment.
-    One,
-    /// `**` (last only): zero or more segments.
-    Rest,
-}
-
-/// A path condition: a canonical path whose segments may be `*`, or `**` as the last one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern {
-    text: String,
-    segments: Vec<Segment>,
-}
-
-impl PathPattern {
-    pub fn parse(at: &FieldPath, text: &str) -> Result<Self, ConfigError> {
-        if text.len() > MAX_PATH_BYTES {
-            return Err(at.error(format!(
-                "longer than {MAX_PATH_BYTES} bytes ({} bytes)",
-                text.len()
-            )));
-        }
-        let Some(rest) = text.strip_prefix('/') else {
-            return Err(at.error(format!("{text:?} must start with \"/\"")));
-        };
-        let pieces: Vec<&str> = rest.split('/').collect();
-        let last = pieces.len().saturating_sub(1);
-        let mut segments = Vec::with_capacity(pieces.len());
-        for (i, piece) in pieces.iter().enumerate() {
-            segments.push(match *piece {
-                "*" => Segment::One,
-                "**" if i == last => Segment::Rest,
-                "**" => return Err(at.error("\"**\" may only be the last segment")),
-                p if p.contains('*') => {
-                    return Err(at.error(format!(
-                        "{text:?}: \"*\" and \"**\" must be a whole segment (no other wildcards)"
-                    )))
-                }
-                p => Segment::Literal(p.to_string()),
-            });
-        }
-        match canonicalize(text.as_bytes(), DotSegments::Reject) {
-            Ok(c) if c == text => {}
-            Ok(c) => {
-                return Err(at.error(format!("{text:?} is not in canonical form; write {c:?}")))
-            }
-            Err(e) => {
-                return Err(at.error(format!("{text:?} is not a canonical path ({})", e.kind())))
-            }
-        }
-        Ok(PathPattern {
-            text: text.to_string(),
-            segments,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Whether the canonical path `path` matches.
-    pub fn matches(&self, path: &str) -> bool {
-        let Some(rest) = path.strip_prefix('/') else {
-            return false;
-        };
-        let mut parts = rest.split('/');
-        for segment in &self.segments {
-            match segment {
-                Segment::Rest => return true,
-                Segment::One => match parts.next() {
-                    Some(p) if !p.is_empty() => {}
-                    _ => return false,
-                },
-                Segment::Literal(l) => {
-                    if parts.next() != Some(l.as_str()) {
-                        return false;
-                    }
-                }
-            }
-        }
-        parts.next().is_none()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Headers

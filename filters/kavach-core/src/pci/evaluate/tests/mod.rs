@@ -137,7 +137,7 @@ fn an_empty_policy_denies_everything() {
 
 #[test]
 fn reasons_render_and_classify() {
-    use crate::pci::path_canon::PathError;
+    use crate::path_canon::PathError;
     assert_eq!(
         DenyReason::AmbiguousPath(PathError::EncodedSlash).to_string(),
         "ambiguous_path:encoded_slash"
