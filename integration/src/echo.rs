@@ -26,14 +26,19 @@ pub struct Received {
     pub body: Vec<u8>,
 }
 
+/// Every value of `name` (case-insensitive) in a header list, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 impl Received {
     /// Every value of `name` (case-insensitive).
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

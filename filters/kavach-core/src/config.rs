@@ -147,16 +147,33 @@ pub fn header_name(at: &FieldPath, name: &str) -> Result<String, ConfigError> {
     if name.len() > 256 {
         return Err(at.error("header name longer than 256 characters"));
     }
-    let valid = name.bytes().all(|b| {
-        b.is_ascii_lowercase()
-            || b.is_ascii_digit()
-            || b"!#$%&'*+-.^_`|~".contains(&b)
-            || b.is_ascii_uppercase()
-    });
+    let valid = name.bytes().all(is_token_byte);
     if !valid {
         return Err(at.error(format!("{name:?} is not a valid HTTP header name")));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// Longest HTTP method accepted in a configuration.
+pub const MAX_METHOD_BYTES: usize = 32;
+
+/// Checks an HTTP method name (an RFC 9110 token). Methods are case-sensitive: `get` is not
+/// `GET`, so the name is kept as written.
+pub fn http_method(at: &FieldPath, name: &str) -> Result<String, ConfigError> {
+    let valid =
+        !name.is_empty() && name.len() <= MAX_METHOD_BYTES && name.bytes().all(is_token_byte);
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(at.error(format!(
+            "{name:?} is not an HTTP method (1 to {MAX_METHOD_BYTES} token characters)"
+        )))
+    }
+}
+
+/// An RFC 9110 token character (header names, methods).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -250,6 +267,19 @@ mod tests {
             FieldPath::root().field("tiers").key("gold").to_string(),
             "tiers[\"gold\"]"
         );
+    }
+
+    #[test]
+    fn methods_are_tokens_kept_as_written() {
+        let at = FieldPath::root().field("methods").index(0);
+        assert_eq!(http_method(&at, "PURGE"), Ok("PURGE".to_string()));
+        assert_eq!(http_method(&at, "get"), Ok("get".to_string()));
+        assert_eq!(
+            http_method(&at, "GET POST").unwrap_err().to_string(),
+            "methods[0]: \"GET POST\" is not an HTTP method (1 to 32 token characters)"
+        );
+        assert!(http_method(&at, "").is_err());
+        assert!(http_method(&at, &"A".repeat(33)).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::bucket::Limits;
 use super::key::AddressPolicy;
 use super::matcher::{Matcher, PathPattern};
 use super::table::config_tag;
-use crate::config::{self, header_name, in_range, non_empty, ConfigError, FieldPath};
+use crate::config::{self, header_name, http_method, in_range, non_empty, ConfigError, FieldPath};
 
 pub const DEFAULT_SLOTS: u32 = 16_384;
 pub const MAX_SLOTS: u32 = 1 << 20;
@@ -298,17 +298,6 @@ fn limits(at: &FieldPath, limit: u64, period_s: u64, burst: u64) -> Result<Limit
     })
 }
 
-fn method(at: &FieldPath, m: &str) -> Result<String, ConfigError> {
-    let token = !m.is_empty()
-        && m.len() <= 32
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        return Err(at.error(format!("{m:?} is not an HTTP method")));
-    }
-    Ok(m.to_string())
-}
-
 fn validate_match(at: &FieldPath, m: MatchJson) -> Result<Matcher, ConfigError> {
     for (field, len) in [
         ("routes", m.routes.len()),
@@ -331,7 +320,8 @@ fn validate_match(at: &FieldPath, m: MatchJson) -> Result<Matcher, ConfigError> 
             .push(PathPattern::parse(&at.field("paths").index(i), p)?);
     }
     for (i, x) in m.methods.iter().enumerate() {
-        out.methods.push(method(&at.field("methods").index(i), x)?);
+        out.methods
+            .push(http_method(&at.field("methods").index(i), x)?);
     }
     Ok(out)
 }
@@ -711,7 +701,7 @@ mod tests {
         );
         assert_eq!(
             err(&with_rule(r#","match":{"methods":["GET POST"]}"#)),
-            "rules[0].match.methods[0]: \"GET POST\" is not an HTTP method"
+            "rules[0].match.methods[0]: \"GET POST\" is not an HTTP method (1 to 32 token characters)"
         );
         assert_eq!(
             err(&with_rule(r#","match":{"routes":[" "]}"#)),

@@ -7,14 +7,13 @@
 use chrono::DateTime;
 use regex::bytes::{Regex, RegexBuilder};
 
+pub use crate::config::MAX_METHOD_BYTES;
 use crate::config::{ConfigError, FieldPath};
 use crate::headers::Single;
 pub use crate::path_glob::{PathPattern, MAX_PATH_BYTES};
 
 /// Longest SPIFFE ID (the SPIFFE specification caps URIs at 2048 bytes).
 pub const MAX_PRINCIPAL_BYTES: usize = 2048;
-/// Longest method name.
-pub const MAX_METHOD_BYTES: usize = 32;
 /// Longest `exact` or `prefix` header value.
 pub const MAX_HEADER_VALUE_BYTES: usize = 8192;
 /// Longest regular expression source.
@@ -131,20 +130,7 @@ pub fn in_trust_domain(principal: &str, trust_domain: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Checks a method name (an HTTP token). Matching is case-sensitive: `get` is not `GET`.
-pub fn method(at: &FieldPath, name: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_METHOD_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(name.to_string())
-    } else {
-        Err(at.error(format!(
-            "{name:?} is not an HTTP method (1 to {MAX_METHOD_BYTES} token characters)"
-        )))
-    }
-}
+pub use crate::config::http_method as method;
 
 // ---------------------------------------------------------------------------------------------
 // Paths
