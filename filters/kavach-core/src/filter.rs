@@ -41,6 +41,20 @@ pub trait HttpFilter {
         Flow::Continue
     }
 
+    /// The answer to a gRPC call this stream started while holding the request headers:
+    /// `status` is the gRPC status (0 = OK; the message is then [`Host::grpc_response`] of
+    /// `size` bytes). Continue lets the held request go on; Stop keeps it held (or a local reply
+    /// was sent).
+    fn on_grpc_response(
+        &mut self,
+        _host: &dyn Host,
+        _token: u32,
+        _status: u32,
+        _size: usize,
+    ) -> Flow {
+        Flow::Continue
+    }
+
     /// The stream is complete (also after a local reply); last chance to record it.
     fn on_log(&mut self, _host: &dyn Host) {}
 }

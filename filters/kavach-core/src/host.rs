@@ -97,6 +97,22 @@ pub trait Host {
     /// failed without a response (reset, timeout, no healthy upstream).
     fn http_call_status(&self) -> Option<u32>;
     fn set_tick_period(&self, period: Duration);
+
+    // ---- gRPC calls made while a request waits (stream context) ----
+    /// Starts a unary gRPC call to `service`/`method` on `cluster` (an HTTP/2 cluster of this
+    /// Envoy); returns its token. The answer arrives in [`crate::filter::HttpFilter::on_grpc_response`].
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Option<u32>;
+    /// The message of the gRPC answer being delivered (at most `max_size` bytes).
+    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>>;
+    /// Lets a request that a filter held (for a call) go on through Envoy's filter chain.
+    fn resume_request(&self);
 }
 
 /// Helpers over [`Host`] that every filter uses.
@@ -183,4 +199,11 @@ impl Host for NullHost {
         None
     }
     fn set_tick_period(&self, _period: Duration) {}
+    fn grpc_call(&self, _c: &str, _s: &str, _m: &str, _b: &[u8], _t: Duration) -> Option<u32> {
+        None
+    }
+    fn grpc_response(&self, _max_size: usize) -> Option<Vec<u8>> {
+        None
+    }
+    fn resume_request(&self) {}
 }

@@ -27,6 +27,23 @@ pub struct MockHost {
     pub call_status: Cell<Option<u32>>,
     pub random_counter: Cell<u8>,
     pub body: RefCell<Vec<u8>>,
+    /// gRPC calls started: (cluster, service, method, message, timeout).
+    pub grpc_calls: RefCell<Vec<GrpcCall>>,
+    /// The message `grpc_response` hands out.
+    pub grpc_answer: RefCell<Vec<u8>>,
+    /// Makes `grpc_call` fail to start (no such cluster).
+    pub grpc_refused: Cell<bool>,
+    /// How often a held request was resumed.
+    pub resumed: Cell<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    pub cluster: String,
+    pub service: String,
+    pub method: String,
+    pub message: Vec<u8>,
+    pub timeout: Duration,
 }
 
 impl MockHost {
@@ -202,4 +219,35 @@ impl Host for MockHost {
     }
 
     fn set_tick_period(&self, _period: Duration) {}
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Option<u32> {
+        if self.grpc_refused.get() {
+            return None;
+        }
+        let mut calls = self.grpc_calls.borrow_mut();
+        calls.push(GrpcCall {
+            cluster: cluster.into(),
+            service: service.into(),
+            method: method.into(),
+            message: message.to_vec(),
+            timeout,
+        });
+        u32::try_from(calls.len()).ok().map(|n| 1000 + n)
+    }
+
+    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
+        let a = self.grpc_answer.borrow();
+        Some(a[..a.len().min(max_size)].to_vec())
+    }
+
+    fn resume_request(&self) {
+        self.resumed.set(self.resumed.get() + 1);
+    }
 }

@@ -150,7 +150,15 @@ fn action(flow: Flow) -> Action {
     }
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(f) = self.inner.as_mut() {
+            if f.on_grpc_response(&ProxyHost, token, status, size) == Flow::Continue {
+                ProxyHost.resume_request();
+            }
+        }
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {

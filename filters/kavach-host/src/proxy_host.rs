@@ -123,4 +123,25 @@ impl Host for ProxyHost {
     fn set_tick_period(&self, period: Duration) {
         let _ = hostcalls::set_tick_period(period);
     }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Option<u32> {
+        hostcalls::dispatch_grpc_call(cluster, service, method, vec![], Some(message), timeout).ok()
+    }
+
+    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, max_size)
+            .ok()
+            .flatten()
+    }
+
+    fn resume_request(&self) {
+        let _ = hostcalls::resume_http_request();
+    }
 }

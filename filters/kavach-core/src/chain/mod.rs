@@ -140,6 +140,9 @@ impl FilterRoot for ChainRoot {
             filters: self.roots.iter().map(|r| r.new_stream()).collect(),
             passed: 0,
             stopped: false,
+            headers_eos: false,
+            body: None,
+            trailers: false,
         })
     }
 
@@ -170,8 +173,14 @@ pub struct ChainStream {
     filters: Vec<Box<dyn HttpFilter>>,
     /// How many filters have passed the request headers on (Continue).
     passed: usize,
-    /// A filter stopped the request headers (local reply or waiting for the body).
+    /// A filter stopped the request headers (local reply, waiting for the body or for a call).
     stopped: bool,
+    /// `end_of_stream` of the request headers.
+    headers_eos: bool,
+    /// The request body seen so far (buffered size, end of stream) and whether trailers came:
+    /// given to the later filters when a filter holding the request for a call lets it go.
+    body: Option<(usize, bool)>,
+    trailers: bool,
 }
 
 impl ChainStream {
@@ -201,6 +210,9 @@ impl ChainStream {
 impl HttpFilter for ChainStream {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
         self.passed = 0;
+        self.headers_eos = end_of_stream;
+        self.body = None;
+        self.trailers = false;
         self.run_headers(host, end_of_stream)
     }
 
@@ -216,6 +228,10 @@ impl HttpFilter for ChainStream {
         self.response_headers(host, end_of_stream)
     }
 
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) -> Flow {
+        self.grpc_response(host, token, status, size)
+    }
+
     fn on_log(&mut self, host: &dyn Host) {
         for f in &mut self.filters {
             f.on_log(host);
@@ -225,8 +241,21 @@ impl HttpFilter for ChainStream {
 
 impl ChainStream {
     fn request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        // Filters that already let the headers through see the data as it comes.
-        for f in self.filters.iter_mut().take(self.passed) {
+        self.body = Some((body_size, end_of_stream));
+        self.deliver_body(host, 0, body_size, end_of_stream)
+    }
+
+    /// Body data for the filters from `from` on: those that let the headers through see it as
+    /// it comes; the one holding the headers decides, and when it continues the later filters
+    /// get the request headers and then the same body.
+    fn deliver_body(
+        &mut self,
+        host: &dyn Host,
+        from: usize,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        for f in self.filters.iter_mut().take(self.passed).skip(from) {
             if f.on_request_body(host, body_size, end_of_stream) == Flow::Stop {
                 return Flow::Stop;
             }
@@ -260,11 +289,16 @@ impl ChainStream {
         Flow::Continue
     }
 
-    /// Trailers end the body: like the body, they go to every filter that let the headers
-    /// through and to the filter holding them; when that one continues, the later filters get
-    /// the request headers and then the trailers.
     fn request_trailers(&mut self, host: &dyn Host) -> Flow {
-        for f in self.filters.iter_mut().take(self.passed) {
+        self.trailers = true;
+        self.deliver_trailers(host, 0)
+    }
+
+    /// Trailers end the body: like the body, they go to every filter from `from` that let the
+    /// headers through and to the filter holding them; when that one continues, the later
+    /// filters get the request headers and then the trailers.
+    fn deliver_trailers(&mut self, host: &dyn Host, from: usize) -> Flow {
+        for f in self.filters.iter_mut().take(self.passed).skip(from) {
             if f.on_request_trailers(host) == Flow::Stop {
                 return Flow::Stop;
             }
@@ -288,6 +322,36 @@ impl ChainStream {
             if !held {
                 break;
             }
+        }
+        Flow::Continue
+    }
+
+    /// A gRPC answer: it belongs to the filter holding the request headers. When that filter
+    /// lets the request go, the later filters get the headers, then whatever body and trailers
+    /// arrived meanwhile. Stop when no filter holds the request (nothing to resume).
+    fn grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) -> Flow {
+        if !self.stopped {
+            return Flow::Stop;
+        }
+        let Some(f) = self.filters.get_mut(self.passed) else {
+            return Flow::Stop;
+        };
+        if f.on_grpc_response(host, token, status, size) == Flow::Stop {
+            return Flow::Stop;
+        }
+        self.passed += 1;
+        self.stopped = false;
+        let from = self.passed;
+        let held = self.run_headers(host, self.headers_eos) == Flow::Stop;
+        if let Some((body_size, end_of_stream)) = self.body {
+            if self.deliver_body(host, from, body_size, end_of_stream) == Flow::Stop {
+                return Flow::Stop;
+            }
+        } else if held {
+            return Flow::Stop;
+        }
+        if self.trailers {
+            return self.deliver_trailers(host, from);
         }
         Flow::Continue
     }

@@ -12,6 +12,10 @@ struct Probe {
     journal: Rc<RefCell<Vec<String>>>,
     stop_headers: bool,
     wait_body: bool,
+    /// Holds the request headers for a call; an answer with status 0 lets it go, any other
+    /// sends a local reply.
+    call: bool,
+    calling: bool,
 }
 
 impl HttpFilter for Probe {
@@ -27,6 +31,10 @@ impl HttpFilter for Probe {
         if self.wait_body {
             return Flow::Stop;
         }
+        if self.call {
+            self.calling = true;
+            return Flow::Stop;
+        }
         Flow::Continue
     }
 
@@ -36,7 +44,7 @@ impl HttpFilter for Probe {
             self.name,
             if eos { "!" } else { "" }
         ));
-        if self.wait_body && !eos {
+        if (self.wait_body && !eos) || self.calling {
             return Flow::Stop;
         }
         Flow::Continue
@@ -46,6 +54,21 @@ impl HttpFilter for Probe {
         self.journal
             .borrow_mut()
             .push(format!("{}:trailers", self.name));
+        if self.calling {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, _size: usize) -> Flow {
+        self.journal
+            .borrow_mut()
+            .push(format!("{}:grpc{token}/{status}", self.name));
+        self.calling = false;
+        if status != 0 {
+            host.send_response(429, &[], b"limited");
+            return Flow::Stop;
+        }
         Flow::Continue
     }
 
@@ -66,6 +89,7 @@ struct ProbeRoot {
     journal: Rc<RefCell<Vec<String>>>,
     stop_headers: bool,
     wait_body: bool,
+    call: bool,
     tick: Option<u64>,
 }
 
@@ -79,6 +103,8 @@ impl FilterRoot for ProbeRoot {
             journal: Rc::clone(&self.journal),
             stop_headers: self.stop_headers,
             wait_body: self.wait_body,
+            call: self.call,
+            calling: false,
         })
     }
     fn tick_period_ms(&self) -> Option<u64> {
@@ -109,6 +135,7 @@ fn probe(name: &'static str, bytes: &[u8]) -> Result<Box<dyn FilterRoot>, Config
         journal: journal(),
         stop_headers: v.get("deny").is_some(),
         wait_body: v.get("body").is_some(),
+        call: v.get("call").is_some(),
         tick: v.get("tick").and_then(serde_json::Value::as_u64),
     }))
 }
@@ -281,4 +308,98 @@ fn a_filter_may_appear_twice() {
     let mut s = root.new_stream();
     s.on_request_headers(&host, true);
     assert_eq!(taken(), ["a:headers", "a:headers"]);
+}
+
+#[test]
+fn a_filter_holding_the_request_for_a_call_lets_later_filters_run_when_answered() {
+    let host = MockHost::new();
+    let root =
+        chain(r#"{"chain":[{"filter":"a"},{"filter":"b","config":{"call":1}},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, true), Flow::Stop);
+    assert_eq!(s.on_grpc_response(&host, 7, 0, 0), Flow::Continue);
+    s.on_response_headers(&host, true);
+    assert_eq!(
+        taken(),
+        [
+            "a:headers",
+            "b:headers",
+            "b:grpc7/0",
+            "c:headers",
+            "c:response",
+            "b:response",
+            "a:response"
+        ]
+    );
+    // Nothing holds the request any more: a late answer has nothing to resume.
+    assert_eq!(s.on_grpc_response(&host, 8, 0, 0), Flow::Stop);
+}
+
+#[test]
+fn a_refusing_answer_stops_the_chain() {
+    let host = MockHost::new();
+    let root =
+        chain(r#"{"chain":[{"filter":"a","config":{"call":1}},{"filter":"b"},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, true), Flow::Stop);
+    assert_eq!(s.on_grpc_response(&host, 1, 14, 0), Flow::Stop);
+    s.on_log(&host);
+    assert_eq!(
+        taken(),
+        ["a:headers", "a:grpc1/14", "a:log", "b:log", "c:log"]
+    );
+    assert_eq!(host.reply.borrow().as_ref().map(|r| r.status), Some(429));
+}
+
+#[test]
+fn body_and_trailers_that_came_during_a_call_reach_the_later_filters() {
+    let host = MockHost::new();
+    let root = chain(
+        r#"{"chain":[{"filter":"a"},{"filter":"b","config":{"call":1}},{"filter":"c","config":{"body":1}}]}"#,
+    );
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, false), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 5, false), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 9, true), Flow::Stop);
+    assert_eq!(s.on_request_trailers(&host), Flow::Stop);
+    // The answer: c gets the headers, then the whole body (it waited for its end), then trailers.
+    assert_eq!(s.on_grpc_response(&host, 3, 0, 0), Flow::Continue);
+    assert_eq!(
+        taken(),
+        [
+            "a:headers",
+            "b:headers",
+            "a:body5",
+            "b:body5",
+            "a:body9!",
+            "b:body9!",
+            "a:trailers",
+            "b:trailers",
+            "b:grpc3/0",
+            "c:headers",
+            "c:body9!",
+            "c:trailers"
+        ]
+    );
+    // A later filter still waiting for the body keeps the request held.
+    let root = chain(
+        r#"{"chain":[{"filter":"b","config":{"call":1}},{"filter":"c","config":{"body":1}}]}"#,
+    );
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, false), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 4, false), Flow::Stop);
+    assert_eq!(s.on_grpc_response(&host, 4, 0, 0), Flow::Stop);
+    assert_eq!(s.on_request_body(&host, 8, true), Flow::Continue);
+    assert_eq!(
+        taken(),
+        [
+            "b:headers",
+            "b:body4",
+            "b:grpc4/0",
+            "c:headers",
+            "c:body4",
+            "b:body8!",
+            "c:body8!"
+        ]
+    );
 }

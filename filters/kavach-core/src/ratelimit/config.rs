@@ -11,10 +11,17 @@
 //!     { "name": "partner-api", "key": [{ "header": "x-partner-id" }],
 //!       "tiers": { "by": { "header": "x-partner-tier" }, "default": "standard",
 //!                  "limits": { "premium": { "limit": 1000, "period_s": 60 },
-//!                              "standard": { "limit": 100, "period_s": 60 } } } }
-//!   ]
+//!                              "standard": { "limit": 100, "period_s": 60 } } } },
+//!     { "name": "payments-global", "global": true, "key": ["principal"],
+//!       "limit": 50, "period_s": 1 }
+//!   ],
+//!   "rate_limit_service": { "cluster": "ratelimit", "domain": "kavach", "timeout_ms": 50,
+//!                           "failure_mode": "local" }
 //! }
 //! ```
+//!
+//! A `global` rule is decided by the rate-limit service (Envoy's RLS v3 API) so that every Envoy
+//! sharing it counts together; its own limit is the local fallback (`failure_mode: local`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -69,6 +76,52 @@ pub struct RateLimitConfigJson {
     /// Compare-and-swap attempts per update before the request is refused.
     pub cas_retries: u32,
     pub rules: Vec<RuleJson>,
+    /// The rate-limit service that decides `global` rules.
+    pub rate_limit_service: Option<ServiceJson>,
+}
+
+/// What a global rule does when the rate-limit service does not answer in time, fails, or
+/// answers something unreadable.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Refuse the request (503, `retry-after`).
+    Deny,
+    /// Let the request through.
+    Allow,
+    /// Decide with the rule's own bucket in this Envoy (its `limit`, `period_s`, `burst`).
+    Local,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceJson {
+    /// Envoy cluster of the service; it must speak HTTP/2 (gRPC).
+    pub cluster: String,
+    /// The `domain` of every request to the service (its configuration is keyed by it).
+    pub domain: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_failure_mode")]
+    pub failure_mode: FailureMode,
+}
+
+fn default_timeout_ms() -> u64 {
+    50
+}
+fn default_failure_mode() -> FailureMode {
+    FailureMode::Local
+}
+
+/// Validated `rate_limit_service`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    pub failure_mode: FailureMode,
 }
 
 impl Default for RateLimitConfigJson {
@@ -80,6 +133,7 @@ impl Default for RateLimitConfigJson {
             probes: 8,
             cas_retries: 32,
             rules: Vec::new(),
+            rate_limit_service: None,
         }
     }
 }
@@ -151,6 +205,9 @@ pub struct RuleJson {
     pub cost: u64,
     #[serde(default = "default_slots")]
     pub slots: u32,
+    /// Decided by the rate-limit service, shared by every Envoy that uses it.
+    #[serde(default)]
+    pub global: bool,
 }
 
 fn default_when_key_missing() -> WhenKeyMissing {
@@ -221,6 +278,7 @@ pub struct RateLimitConfig {
     pub probes: u32,
     pub cas_retries: u32,
     pub rules: Vec<Rule>,
+    pub service: Option<Service>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +323,7 @@ pub struct Rule {
     pub slots: u32,
     /// Digest of what the stored buckets depend on (limits, slots, probes).
     pub tag: u32,
+    pub global: bool,
 }
 
 impl Rule {
@@ -461,10 +520,37 @@ fn validate_rule(
         cost: r.cost,
         slots,
         tag: config_tag(&tag_refs),
+        global: r.global,
+    })
+}
+
+fn validate_service(at: &FieldPath, s: ServiceJson) -> Result<Service, ConfigError> {
+    let cluster = non_empty(&at.field("cluster"), &s.cluster)?.to_string();
+    let domain = non_empty(&at.field("domain"), &s.domain)?;
+    if domain.len() > 128 || domain.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(at
+            .field("domain")
+            .error("at most 128 characters, without spaces or control characters"));
+    }
+    Ok(Service {
+        cluster,
+        domain: domain.to_string(),
+        timeout_ms: in_range(&at.field("timeout_ms"), s.timeout_ms, 1, 10_000)?,
+        failure_mode: s.failure_mode,
     })
 }
 
 impl RateLimitConfig {
+    /// Whether the rule keeps buckets in this Envoy (local rules, and global rules whose
+    /// failure mode falls back to them).
+    pub fn has_local_table(&self, rule: &Rule) -> bool {
+        !rule.global
+            || self
+                .service
+                .as_ref()
+                .is_some_and(|s| s.failure_mode == FailureMode::Local)
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         Self::validate(config::parse::<RateLimitConfigJson>(bytes)?)
     }
@@ -509,12 +595,30 @@ impl RateLimitConfig {
             }
             rules.push(rule);
         }
+        let sat = root.field("rate_limit_service");
+        let service = match json.rate_limit_service {
+            Some(s) => {
+                if !rules.iter().any(|r| r.global) {
+                    return Err(sat.error("no rule is global (set \"global\": true on a rule)"));
+                }
+                Some(validate_service(&sat, s)?)
+            }
+            None => {
+                if let Some(i) = rules.iter().position(|r| r.global) {
+                    return Err(rat.index(i).field("global").error(
+                        "a global rule needs rate_limit_service (the cluster of an RLS v3 service)",
+                    ));
+                }
+                None
+            }
+        };
         Ok(RateLimitConfig {
             address,
             headers: json.response_headers,
             probes,
             cas_retries,
             rules,
+            service,
         })
     }
 }
@@ -539,6 +643,63 @@ mod tests {
         format!(
             r#"{{"rules":[{{"name":"r","key":["client_address"],"limit":10,"period_s":60{extra}}}]}}"#
         )
+    }
+
+    #[test]
+    fn global_rules_need_a_service_and_a_service_needs_a_global_rule() {
+        let svc = r#""rate_limit_service":{"cluster":"rls","domain":"kavach"}"#;
+        let c = ok(&format!(
+            r#"{{"rules":[{RULE},{{"name":"g","global":true,"key":["principal"],"limit":5,"period_s":1}}],{svc}}}"#
+        ));
+        let s = c.service.as_ref().unwrap();
+        assert_eq!((s.cluster.as_str(), s.domain.as_str()), ("rls", "kavach"));
+        assert_eq!(s.timeout_ms, 50);
+        assert_eq!(s.failure_mode, FailureMode::Local);
+        assert!(!c.rules[0].global && c.rules[1].global);
+        assert!(c.has_local_table(&c.rules[0]) && c.has_local_table(&c.rules[1]));
+
+        let deny = ok(
+            r#"{"rules":[{"name":"g","global":true,"key":["principal"],"limit":5,"period_s":1}],
+                "rate_limit_service":{"cluster":"rls","domain":"kavach","failure_mode":"deny","timeout_ms":20}}"#,
+        );
+        assert!(
+            !deny.has_local_table(&deny.rules[0]),
+            "no local buckets to fall back to"
+        );
+
+        assert_eq!(
+            err(&with_rule(r#","global":true"#)),
+            "rules[0].global: a global rule needs rate_limit_service (the cluster of an RLS v3 service)"
+        );
+        assert_eq!(
+            err(&format!(r#"{{"rules":[{RULE}],{svc}}}"#)),
+            r#"rate_limit_service: no rule is global (set "global": true on a rule)"#
+        );
+        let g = r#"{"name":"g","global":true,"key":["principal"],"limit":5,"period_s":1}"#;
+        for (service, message) in [
+            (r#"{"cluster":"","domain":"k"}"#, "rate_limit_service.cluster: must not be empty"),
+            (r#"{"cluster":"c","domain":"a b"}"#, "rate_limit_service.domain: at most 128 characters, without spaces or control characters"),
+            (r#"{"cluster":"c","domain":"k","timeout_ms":0}"#, "rate_limit_service.timeout_ms: must be between 1 and 10000, got 0"),
+        ] {
+            assert_eq!(
+                err(&format!(r#"{{"rules":[{g}],"rate_limit_service":{service}}}"#)),
+                message
+            );
+        }
+        let e = err(&format!(
+            r#"{{"rules":[{g}],"rate_limit_service":{{"cluster":"c","domain":"k","failure_mode":"open"}}}}"#
+        ));
+        assert!(
+            e.starts_with("rate_limit_service.failure_mode: unknown variant `open`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{"rules":[{g}],"rate_limit_service":{{"cluster":"c","domain":"k","timeout":5}}}}"#
+        ));
+        assert!(
+            e.starts_with("rate_limit_service.timeout: unknown field `timeout`"),
+            "{e}"
+        );
     }
 
     #[test]

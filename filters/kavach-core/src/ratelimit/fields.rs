@@ -101,6 +101,18 @@ pub fn key_missing_body(rule: &str, audit_id: Option<&str>) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// `{"error":"rate_limit_service_unavailable","rule":"<name>","retry_after":<s>}` when a global
+/// rule's service gave no verdict and the rule fails closed.
+pub fn unavailable_body(rule: &str, retry_after: u64, audit_id: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&LimitedBody {
+        error: "rate_limit_service_unavailable",
+        rule,
+        retry_after: Some(retry_after),
+        audit_id,
+    })
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! - [`table`]: the bucket table in Envoy's shared data, updated with compare-and-swap.
 //! - [`fields`]: `retry-after`, the IETF `RateLimit-Policy` / `RateLimit` fields, the legacy
 //!   `x-ratelimit-*` trio and the 429 body.
+//! - [`rls`]: the messages of Envoy's rate-limit service API (RLS v3) for `global` rules.
 //! - [`filter`]: the per-request logic over the [`crate::host::Host`] interface.
 
 pub mod bucket;
@@ -17,6 +18,7 @@ pub mod fields;
 pub mod filter;
 pub mod key;
 pub mod matcher;
+pub mod rls;
 pub mod table;
 
 pub use filter::RateLimitFactory;

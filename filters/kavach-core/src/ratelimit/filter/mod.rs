@@ -1,12 +1,20 @@
 //! Per-request rate-limit logic.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::bucket::{seconds_ceil, Bucket, Limits};
-use super::config::{KeyPart, Mode, RateLimitConfig, Rule, TierSource, WhenKeyMissing};
-use super::fields::{fields, key_missing_body, limited_body, Report};
+use super::config::{
+    FailureMode, KeyPart, Mode, RateLimitConfig, Rule, TierSource, WhenKeyMissing,
+};
+use super::fields::{fields, key_missing_body, limited_body, unavailable_body, Report};
 use super::key::{canonical_network, client_address, header_value, text_value, KeyBytes, Missing};
 use super::matcher::canonical_path;
+use super::rls::{
+    decode_response, encode_request, Code, Descriptor, Response as RlsResponse,
+    Status as RlsStatus, MAX_RESPONSE_BYTES, METHOD, SERVICE,
+};
 use super::table::{fingerprint, shared_seed, Outcome, Seed, Table};
 use crate::config::ConfigError;
 use crate::decision::{publish, Decision, Outcome as DecisionOutcome, AUDIT_ID_PROPERTY};
@@ -51,14 +59,15 @@ struct RuleMetrics {
     cas_exhausted: Option<u32>,
     store_errors: Option<u32>,
     key_missing: Option<u32>,
+    service_errors: Option<u32>,
 }
 
 impl RuleMetrics {
-    fn define(host: &dyn Host, rule: &str) -> Self {
+    fn define(host: &dyn Host, rule: &Rule) -> Self {
         let c = |what: &str| {
             host.define_metric(
                 MetricKind::Counter,
-                &format!("kavach_ratelimit_{what}_total.rule.{rule}"),
+                &format!("kavach_ratelimit_{what}_total.rule.{}", rule.name),
             )
         };
         RuleMetrics {
@@ -69,6 +78,11 @@ impl RuleMetrics {
             cas_exhausted: c("cas_exhausted"),
             store_errors: c("store_errors"),
             key_missing: c("key_missing"),
+            service_errors: if rule.global {
+                c("service_errors")
+            } else {
+                None
+            },
         }
     }
 }
@@ -82,8 +96,12 @@ fn bump(host: &dyn Host, id: Option<u32>) {
 struct Shared {
     cfg: RateLimitConfig,
     seed: Seed,
-    tables: Vec<Table>,
+    /// Per rule; None for a global rule without a local fallback.
+    tables: Vec<Option<Table>>,
     metrics: Vec<RuleMetrics>,
+    /// The first failure to reach the rate-limit service is logged as a warning; later ones
+    /// are counted (`kavach_ratelimit_service_errors_total`) and logged at debug level.
+    warned: Cell<bool>,
 }
 
 pub struct RateLimitRoot {
@@ -96,24 +114,30 @@ impl RateLimitRoot {
         let mut tables = Vec::new();
         let mut metrics = Vec::new();
         let mut created = 0;
+        let mut slots: u64 = 0;
         for rule in &cfg.rules {
-            let table = Table::new(
-                &rule.name,
-                rule.slots,
-                cfg.probes,
-                cfg.cas_retries,
-                rule.tag,
-            );
-            created += table.create_slots(host).map_err(store_error)?;
-            tables.push(table);
-            metrics.push(RuleMetrics::define(host, &rule.name));
+            if cfg.has_local_table(rule) {
+                let table = Table::new(
+                    &rule.name,
+                    rule.slots,
+                    cfg.probes,
+                    cfg.cas_retries,
+                    rule.tag,
+                );
+                created += table.create_slots(host).map_err(store_error)?;
+                slots += u64::from(rule.slots);
+                tables.push(Some(table));
+            } else {
+                tables.push(None);
+            }
+            metrics.push(RuleMetrics::define(host, rule));
         }
         host.log(
             LogLevel::Info,
             &format!(
-                "ratelimit: {} rules, {} slots ({created} created by this worker)",
+                "ratelimit: {} rules ({} global), {slots} slots ({created} created by this worker)",
                 cfg.rules.len(),
-                cfg.rules.iter().map(|r| u64::from(r.slots)).sum::<u64>()
+                cfg.rules.iter().filter(|r| r.global).count(),
             ),
         );
         Ok(RateLimitRoot {
@@ -122,6 +146,7 @@ impl RateLimitRoot {
                 seed,
                 tables,
                 metrics,
+                warned: Cell::new(false),
             }),
         })
     }
@@ -136,6 +161,7 @@ impl FilterRoot for RateLimitRoot {
         Box::new(RateLimitStream {
             shared: Rc::clone(&self.shared),
             reports: Vec::new(),
+            pending: None,
         })
     }
 }
@@ -144,25 +170,50 @@ pub struct RateLimitStream {
     shared: Rc<Shared>,
     /// What to tell the client on a response that passed (only with `on_allowed`).
     reports: Vec<Report>,
+    /// The request waits for the rate-limit service.
+    pending: Option<Pending>,
 }
 
 /// Tokens a rule took for this request (given back if another rule refuses it).
 struct Taken {
     rule: usize,
-    tier: usize,
     fp: u64,
     limits: Limits,
-    bucket: Bucket,
+}
+
+/// A rule that let the request through.
+struct Admitted {
+    rule: usize,
+    tier: usize,
+    limits: Limits,
+    remaining: u64,
+}
+
+/// How a rule let a request through.
+enum Admit {
+    /// A bucket in this Envoy's shared data.
+    Local { fp: u64, bucket: Bucket },
+    /// The rate-limit service said OK.
+    Global {
+        limits: Limits,
+        remaining: u64,
+        reset_s: u64,
+    },
 }
 
 /// Why a rule refuses (or, in shadow mode, would refuse) the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    Limited { remaining: u64, wait_ns: u64 },
+    Limited {
+        remaining: u64,
+        wait_ns: u64,
+    },
     TableFull,
     CasExhausted,
     StoreError,
     KeyMissing(Missing),
+    /// A global rule whose service failed, under `failure_mode: deny`.
+    ServiceUnavailable,
 }
 
 impl Refusal {
@@ -173,6 +224,7 @@ impl Refusal {
             Refusal::CasExhausted => "cas_exhausted",
             Refusal::StoreError => "store_error",
             Refusal::KeyMissing(_) => "key_missing",
+            Refusal::ServiceUnavailable => "service_unavailable",
         }
     }
 
@@ -191,6 +243,58 @@ impl Refusal {
     }
 }
 
+/// A global rule that applies to the request, waiting for the service's verdict.
+struct GlobalHit {
+    rule: usize,
+    tier: usize,
+    limits: Limits,
+    /// The local bucket key, for `failure_mode: local`.
+    key: KeyBytes,
+    descriptor: Descriptor,
+}
+
+/// Where a request stands while its rules are decided.
+struct Progress {
+    now: u64,
+    matched: bool,
+    taken: Vec<Taken>,
+    admitted: Vec<Admitted>,
+    reports: Vec<Report>,
+    /// The first rule that would refuse in shadow mode: (rule, tier, limits, why).
+    shadow: Option<(usize, usize, Limits, Refusal)>,
+    /// What the rate-limit service said (`ok`, `timeout`, `unavailable`...), when asked.
+    service: Option<String>,
+}
+
+struct Pending {
+    token: u32,
+    hits: Vec<GlobalHit>,
+    progress: Progress,
+}
+
+/// Why the rate-limit service gave no usable verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServiceFailure {
+    /// The call could not start (no such cluster in Envoy).
+    NotStarted,
+    /// gRPC status of the failed call (4: deadline exceeded, 14: unavailable...).
+    Status(u32),
+    /// An answer that is not a readable `RateLimitResponse` or says neither OK nor OVER_LIMIT.
+    BadAnswer,
+}
+
+impl ServiceFailure {
+    fn as_string(self) -> String {
+        match self {
+            ServiceFailure::NotStarted => "not_started".into(),
+            ServiceFailure::Status(4) => "timeout".into(),
+            ServiceFailure::Status(14) => "unavailable".into(),
+            ServiceFailure::Status(n) => format!("grpc_status_{n}"),
+            ServiceFailure::BadAnswer => "bad_answer".into(),
+        }
+    }
+}
+
 /// The request's route name, looked up at most once.
 #[derive(Default)]
 struct RouteName(Option<Option<String>>);
@@ -203,6 +307,17 @@ impl RouteName {
                     .and_then(|r| text_value(&r, false).ok())
             })
             .clone()
+    }
+}
+
+/// Descriptor entry key of a key part (the names Envoy's own rate-limit actions use where one
+/// exists; a header's entry is named after the header).
+fn entry_key(part: &KeyPart) -> &str {
+    match part {
+        KeyPart::ClientAddress => "remote_address",
+        KeyPart::Principal => "principal",
+        KeyPart::Route => "route",
+        KeyPart::Header { name, .. } => name,
     }
 }
 
@@ -225,45 +340,122 @@ impl RateLimitStream {
         found.unwrap_or(tiers.default)
     }
 
-    fn key(
+    /// The canonical value of each key part of the rule, in order.
+    fn key_values(
         &self,
         rule: &Rule,
-        tier: &str,
         host: &dyn Host,
         headers: &Headers,
         route: &mut RouteName,
-    ) -> Result<KeyBytes, Missing> {
-        let mut k = KeyBytes::new();
-        k.push(0, tier.as_bytes());
+    ) -> Result<Vec<String>, Missing> {
+        let mut values = Vec::with_capacity(rule.key.len());
         for part in &rule.key {
-            match part {
+            values.push(match part {
                 KeyPart::ClientAddress => {
                     let source = host.property(&SOURCE);
                     let ip = client_address(source.as_deref()).ok_or(Missing::Absent)?;
-                    k.push(1, canonical_network(ip, &self.cfg().address).as_bytes());
+                    canonical_network(ip, &self.cfg().address)
                 }
                 KeyPart::Principal => {
                     let p = host.property(&PRINCIPAL).unwrap_or_default();
-                    k.push(2, text_value(&p, false)?.as_bytes());
+                    text_value(&p, false)?
                 }
-                KeyPart::Route => {
-                    let r = route.get(host).ok_or(Missing::Absent)?;
-                    k.push(3, r.as_bytes());
+                KeyPart::Route => route.get(host).ok_or(Missing::Absent)?,
+                KeyPart::Header { name, lowercase } => header_value(headers, name, *lowercase)?,
+            });
+        }
+        Ok(values)
+    }
+
+    /// The bucket key (and, for a global rule, the descriptor entries) of a request: `Err` when
+    /// the rule cannot identify it and refuses such requests.
+    fn key(
+        &self,
+        host: &dyn Host,
+        (i, rule, tier): (usize, &Rule, &str),
+        headers: &Headers,
+        route: &mut RouteName,
+    ) -> Result<(KeyBytes, Vec<(String, String)>), Refusal> {
+        let mut k = KeyBytes::new();
+        k.push(0, tier.as_bytes());
+        let mut entries = Vec::new();
+        if rule.global {
+            entries.push(("rule".to_string(), rule.name.clone()));
+            if rule.is_tiered() {
+                entries.push(("tier".to_string(), tier.to_string()));
+            }
+        }
+        match self.key_values(rule, host, headers, route) {
+            Ok(values) => {
+                for (part, value) in rule.key.iter().zip(&values) {
+                    let tag = match part {
+                        KeyPart::ClientAddress => 1,
+                        KeyPart::Principal => 2,
+                        KeyPart::Route => 3,
+                        KeyPart::Header { .. } => 4,
+                    };
+                    k.push(tag, value.as_bytes());
                 }
-                KeyPart::Header { name, lowercase } => {
-                    k.push(4, header_value(headers, name, *lowercase)?.as_bytes());
+                if rule.global {
+                    entries.extend(
+                        rule.key
+                            .iter()
+                            .zip(values)
+                            .map(|(part, v)| (entry_key(part).to_string(), v)),
+                    );
+                }
+            }
+            Err(missing) => {
+                let m = self.shared.metrics.get(i).copied().unwrap_or_default();
+                bump(host, m.key_missing);
+                if rule.when_key_missing == WhenKeyMissing::Deny {
+                    return Err(Refusal::KeyMissing(missing));
+                }
+                // Every request the rule cannot identify shares one bucket of the rule.
+                k.push(0xff, b"missing");
+                if rule.global {
+                    entries.push(("key".to_string(), "missing".to_string()));
                 }
             }
         }
-        Ok(k)
+        Ok((k, entries))
     }
 
-    /// The key of the rule's shared bucket for requests it cannot identify.
-    fn missing_key(tier: &str) -> KeyBytes {
-        let mut k = KeyBytes::new();
-        k.push(0, tier.as_bytes());
-        k.push(0xff, b"missing");
-        k
+    /// Takes the rule's cost from its local bucket for `key`.
+    fn take_local(
+        &self,
+        host: &dyn Host,
+        i: usize,
+        limits: &Limits,
+        key: &KeyBytes,
+        now: u64,
+    ) -> Result<Admit, Refusal> {
+        let shared = &self.shared;
+        let m = shared.metrics.get(i).copied().unwrap_or_default();
+        let (Some(Some(table)), Some(rule)) = (shared.tables.get(i), shared.cfg.rules.get(i))
+        else {
+            return Err(Refusal::StoreError);
+        };
+        let fp = fingerprint(&shared.seed, key.as_bytes());
+        match table.take(host, fp, limits, rule.cost, now) {
+            Outcome::Admitted(bucket) => Ok(Admit::Local { fp, bucket }),
+            Outcome::Limited { bucket, wait_ns } => Err(Refusal::Limited {
+                remaining: bucket.tokens(limits),
+                wait_ns,
+            }),
+            Outcome::TableFull => {
+                bump(host, m.table_full);
+                Err(Refusal::TableFull)
+            }
+            Outcome::Contention => {
+                bump(host, m.cas_exhausted);
+                Err(Refusal::CasExhausted)
+            }
+            Outcome::StoreError => {
+                bump(host, m.store_errors);
+                Err(Refusal::StoreError)
+            }
+        }
     }
 
     fn report(rule: &Rule, limits: Limits, remaining: u64, reset_s: u64) -> Report {
@@ -275,7 +467,8 @@ impl RateLimitStream {
         }
     }
 
-    /// Sends the refusal: 400 for a request the rule cannot identify, 429 otherwise.
+    /// Sends the refusal: 400 for a request the rule cannot identify, 503 when the rate-limit
+    /// service failed (`failure_mode: deny`), 429 otherwise.
     fn refuse(&self, host: &dyn Host, rule: &Rule, limits: Limits, refusal: Refusal) -> Flow {
         let audit_id = host.property_string(&[AUDIT_ID_PROPERTY]);
         let json: &[u8] = b"application/json";
@@ -285,15 +478,99 @@ impl RateLimitStream {
             return Flow::Stop;
         }
         let retry = refusal.retry_after_s();
+        let retry_text = retry.to_string();
+        if refusal == Refusal::ServiceUnavailable {
+            let body = unavailable_body(&rule.name, retry, audit_id.as_deref());
+            host.send_response(
+                503,
+                &[
+                    ("content-type", json),
+                    ("retry-after", retry_text.as_bytes()),
+                ],
+                &body,
+            );
+            return Flow::Stop;
+        }
         let body = limited_body(&rule.name, retry, audit_id.as_deref());
         let h = &self.cfg().headers;
         let report = Self::report(rule, limits, refusal.remaining(), retry);
-        let mut headers = vec![("retry-after", retry.to_string())];
+        let mut headers = vec![("retry-after", retry_text)];
         headers.extend(fields(&[report], h.ietf, h.legacy));
         let mut pairs: Vec<(&str, &[u8])> = vec![("content-type", json)];
         pairs.extend(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
         host.send_response(429, &pairs, &body);
         Flow::Stop
+    }
+
+    /// Applies one rule's verdict. Some(flow) when the request is refused (the reply is sent).
+    fn settle(
+        &mut self,
+        host: &dyn Host,
+        p: &mut Progress,
+        (i, tier, limits): (usize, usize, Limits),
+        verdict: Result<Admit, Refusal>,
+    ) -> Option<Flow> {
+        let shared = Rc::clone(&self.shared);
+        let rule = shared.cfg.rules.get(i)?;
+        let m = shared.metrics.get(i).copied().unwrap_or_default();
+        match verdict {
+            Ok(admit) => {
+                let (limits, remaining, reset_s) = match admit {
+                    Admit::Local { fp, bucket } => {
+                        p.taken.push(Taken {
+                            rule: i,
+                            fp,
+                            limits,
+                        });
+                        (
+                            limits,
+                            bucket.tokens(&limits),
+                            seconds_ceil(bucket.nanos_until_full(&limits)),
+                        )
+                    }
+                    Admit::Global {
+                        limits,
+                        remaining,
+                        reset_s,
+                    } => (limits, remaining, reset_s),
+                };
+                if rule.mode == Mode::Enforce {
+                    p.reports
+                        .push(Self::report(rule, limits, remaining, reset_s));
+                }
+                p.admitted.push(Admitted {
+                    rule: i,
+                    tier,
+                    limits,
+                    remaining,
+                });
+                None
+            }
+            Err(refusal) if rule.mode == Mode::Shadow => {
+                bump(host, m.shadow_limited);
+                if p.shadow.is_none() {
+                    p.shadow = Some((i, tier, limits, refusal));
+                }
+                None
+            }
+            Err(refusal) => {
+                // Refused: tokens other rules took for it go back.
+                for t in &p.taken {
+                    if let (Some(Some(table)), Some(r)) =
+                        (shared.tables.get(t.rule), shared.cfg.rules.get(t.rule))
+                    {
+                        table.give_back(host, t.fp, &t.limits, r.cost, p.now);
+                    }
+                }
+                bump(host, m.limited);
+                let mut d = decision(rule, tier, limits, DecisionOutcome::Deny, refusal);
+                if let Some(s) = &p.service {
+                    d.detail.push(("service".into(), s.clone()));
+                }
+                publish(host, &d);
+                Some(self.refuse(host, rule, limits, refusal))
+            }
+        }
     }
 
     fn decide(&mut self, host: &dyn Host) -> Flow {
@@ -307,11 +584,16 @@ impl RateLimitStream {
         let method = text(":method");
         let path = canonical_path(&text(":path"));
         let mut route = RouteName::default();
-        let now = unix_nanos(host.now());
-        let mut taken: Vec<Taken> = Vec::new();
-        let mut reports: Vec<(usize, Report)> = Vec::new();
-        let mut shadow: Option<(usize, usize, Refusal)> = None;
-        let mut matched = false;
+        let mut p = Progress {
+            now: unix_nanos(host.now()),
+            matched: false,
+            taken: Vec::new(),
+            admitted: Vec::new(),
+            reports: Vec::new(),
+            shadow: None,
+            service: None,
+        };
+        let mut hits: Vec<GlobalHit> = Vec::new();
 
         for (i, rule) in cfg.rules.iter().enumerate() {
             if !rule
@@ -320,138 +602,211 @@ impl RateLimitStream {
             {
                 continue;
             }
-            matched = true;
-            let m = shared.metrics.get(i).copied().unwrap_or_default();
+            p.matched = true;
             let tier = self.tier(rule, host, &headers);
             let Some(t) = rule.tiers.tiers.get(tier) else {
                 continue;
             };
             let limits = t.limits;
-            let key = match self.key(rule, &t.name, host, &headers, &mut route) {
-                Ok(k) => Ok(k),
-                Err(missing) => {
-                    bump(host, m.key_missing);
-                    match rule.when_key_missing {
-                        WhenKeyMissing::SharedBucket => Ok(Self::missing_key(&t.name)),
-                        WhenKeyMissing::Deny => Err(Refusal::KeyMissing(missing)),
-                    }
-                }
-            };
-            let outcome = match key {
-                Err(r) => Err(r),
-                Ok(k) => {
-                    let fp = fingerprint(&shared.seed, k.as_bytes());
-                    let Some(table) = shared.tables.get(i) else {
-                        continue;
-                    };
-                    match table.take(host, fp, &limits, rule.cost, now) {
-                        Outcome::Admitted(bucket) => Ok((fp, bucket)),
-                        Outcome::Limited { bucket, wait_ns } => Err(Refusal::Limited {
-                            remaining: bucket.tokens(&limits),
-                            wait_ns,
-                        }),
-                        Outcome::TableFull => {
-                            bump(host, m.table_full);
-                            Err(Refusal::TableFull)
-                        }
-                        Outcome::Contention => {
-                            bump(host, m.cas_exhausted);
-                            Err(Refusal::CasExhausted)
-                        }
-                        Outcome::StoreError => {
-                            bump(host, m.store_errors);
-                            Err(Refusal::StoreError)
-                        }
-                    }
-                }
-            };
-            match outcome {
-                Ok((fp, bucket)) => {
-                    if rule.mode == Mode::Enforce {
-                        let report = Self::report(
-                            rule,
-                            limits,
-                            bucket.tokens(&limits),
-                            seconds_ceil(bucket.nanos_until_full(&limits)),
-                        );
-                        reports.push((i, report));
-                    }
-                    taken.push(Taken {
+            let verdict = match self.key(host, (i, rule, &t.name), &headers, &mut route) {
+                Err(refusal) => Err(refusal),
+                Ok((key, entries)) if rule.global => {
+                    hits.push(GlobalHit {
                         rule: i,
                         tier,
-                        fp,
                         limits,
-                        bucket,
+                        key,
+                        descriptor: Descriptor {
+                            entries,
+                            hits: rule.cost,
+                        },
                     });
+                    continue;
                 }
-                Err(refusal) if rule.mode == Mode::Shadow => {
-                    bump(host, m.shadow_limited);
-                    if shadow.is_none() {
-                        shadow = Some((i, tier, refusal));
+                Ok((key, _)) => self.take_local(host, i, &limits, &key, p.now),
+            };
+            if let Some(flow) = self.settle(host, &mut p, (i, tier, limits), verdict) {
+                return flow;
+            }
+        }
+        if hits.is_empty() {
+            return self.finish(host, p);
+        }
+        let Some(service) = cfg.service.as_ref() else {
+            return self.resolve(host, hits, p, Err(ServiceFailure::NotStarted));
+        };
+        let descriptors: Vec<Descriptor> = hits.iter().map(|h| h.descriptor.clone()).collect();
+        let message = encode_request(&service.domain, &descriptors);
+        let timeout = Duration::from_millis(service.timeout_ms);
+        match host.grpc_call(&service.cluster, SERVICE, METHOD, &message, timeout) {
+            Some(token) => {
+                self.pending = Some(Pending {
+                    token,
+                    hits,
+                    progress: p,
+                });
+                Flow::Stop
+            }
+            None => self.resolve(host, hits, p, Err(ServiceFailure::NotStarted)),
+        }
+    }
+
+    /// The service's answer (or its failure) for the global rules, then the request's outcome.
+    fn resolve(
+        &mut self,
+        host: &dyn Host,
+        hits: Vec<GlobalHit>,
+        mut p: Progress,
+        answer: Result<RlsResponse, ServiceFailure>,
+    ) -> Flow {
+        let answer = answer.and_then(|r| match r.overall {
+            Code::Ok | Code::OverLimit => Ok(r),
+            Code::Unknown => Err(ServiceFailure::BadAnswer),
+        });
+        match answer {
+            Ok(r) => {
+                p.service = Some(
+                    match r.overall {
+                        Code::OverLimit => "over_limit",
+                        _ => "ok",
+                    }
+                    .into(),
+                );
+                for (n, hit) in hits.iter().enumerate() {
+                    let verdict = global_verdict(&r, n, hit.limits);
+                    let limits = match &verdict {
+                        Ok(Admit::Global { limits, .. }) => *limits,
+                        _ => reported_limits(r.statuses.get(n), hit.limits),
+                    };
+                    if let Some(flow) =
+                        self.settle(host, &mut p, (hit.rule, hit.tier, limits), verdict)
+                    {
+                        return flow;
                     }
                 }
-                Err(refusal) => {
-                    // Refused: tokens other rules took for it go back.
-                    for t in &taken {
-                        if let (Some(table), Some(r)) =
-                            (shared.tables.get(t.rule), cfg.rules.get(t.rule))
-                        {
-                            table.give_back(host, t.fp, &t.limits, r.cost, now);
+            }
+            Err(failure) => {
+                let what = failure.as_string();
+                let message = format!("ratelimit: rate-limit service gave no verdict ({what})");
+                if self.shared.warned.replace(true) {
+                    host.log(LogLevel::Debug, &message);
+                } else {
+                    host.log(LogLevel::Warn, &format!("{message}; failures are counted in kavach_ratelimit_service_errors_total"));
+                }
+                p.service = Some(what);
+                p.now = unix_nanos(host.now());
+                let mode = self.cfg().service.as_ref().map(|s| s.failure_mode);
+                for hit in &hits {
+                    let m = self
+                        .shared
+                        .metrics
+                        .get(hit.rule)
+                        .copied()
+                        .unwrap_or_default();
+                    bump(host, m.service_errors);
+                    let verdict = match mode {
+                        Some(FailureMode::Allow) => continue,
+                        Some(FailureMode::Local) => {
+                            self.take_local(host, hit.rule, &hit.limits, &hit.key, p.now)
                         }
+                        Some(FailureMode::Deny) | None => Err(Refusal::ServiceUnavailable),
+                    };
+                    if let Some(flow) =
+                        self.settle(host, &mut p, (hit.rule, hit.tier, hit.limits), verdict)
+                    {
+                        return flow;
                     }
-                    bump(host, m.limited);
-                    publish(
-                        host,
-                        &decision(rule, tier, limits, DecisionOutcome::Deny, refusal),
-                    );
-                    return self.refuse(host, rule, limits, refusal);
                 }
             }
         }
-        if !matched {
+        self.finish(host, p)
+    }
+
+    /// Every rule let the request through (or only shadow rules refused it).
+    fn finish(&mut self, host: &dyn Host, p: Progress) -> Flow {
+        if !p.matched {
             return Flow::Continue;
         }
-        for t in &taken {
-            bump(host, shared.metrics.get(t.rule).and_then(|m| m.allowed));
+        let cfg = &self.shared.cfg;
+        for a in &p.admitted {
+            bump(
+                host,
+                self.shared.metrics.get(a.rule).and_then(|m| m.allowed),
+            );
         }
-        let d = match shadow {
-            Some((i, tier, refusal)) => cfg.rules.get(i).and_then(|rule| {
-                let limits = rule.tiers.tiers.get(tier)?.limits;
-                Some(decision(
-                    rule,
-                    tier,
-                    limits,
-                    DecisionOutcome::ShadowDeny,
-                    refusal,
-                ))
-            }),
-            None => closest(&taken, cfg).map(|(rule, t)| {
+        let d = match p.shadow {
+            Some((i, tier, limits, refusal)) => cfg
+                .rules
+                .get(i)
+                .map(|rule| decision(rule, tier, limits, DecisionOutcome::ShadowDeny, refusal)),
+            // The rule with the fewest requests left.
+            None => p.admitted.iter().min_by_key(|a| a.remaining).and_then(|a| {
+                let rule = cfg.rules.get(a.rule)?;
                 let mut d = Decision::new(RateLimitFactory::NAME, DecisionOutcome::Allow);
                 d.rule = Some(rule.name.clone());
-                d.detail = limit_detail(rule, t.tier, t.limits);
-                d.detail
-                    .push(("remaining".into(), t.bucket.tokens(&t.limits).to_string()));
-                d
+                d.detail = limit_detail(rule, a.tier, a.limits);
+                d.detail.push(("remaining".into(), a.remaining.to_string()));
+                Some(d)
             }),
         };
-        if let Some(d) = d {
+        let d = d.or_else(|| {
+            // Only global rules let through unchecked (`failure_mode: allow`).
+            p.service.as_ref()?;
+            Some(Decision::new(
+                RateLimitFactory::NAME,
+                DecisionOutcome::Allow,
+            ))
+        });
+        if let Some(mut d) = d {
+            if let Some(s) = &p.service {
+                d.detail.push(("service".into(), s.clone()));
+            }
             publish(host, &d);
         }
         if cfg.headers.on_allowed {
             // Closest to refusing first, so the legacy trio describes it.
-            reports.sort_by_key(|(_, r)| r.remaining);
-            self.reports = reports.into_iter().map(|(_, r)| r).collect();
+            let mut reports = p.reports;
+            reports.sort_by_key(|r| r.remaining);
+            self.reports = reports;
         }
         Flow::Continue
     }
 }
 
-/// The rule with the fewest tokens left.
-fn closest<'a>(taken: &'a [Taken], cfg: &'a RateLimitConfig) -> Option<(&'a Rule, &'a Taken)> {
-    taken
-        .iter()
-        .min_by_key(|t| t.bucket.tokens(&t.limits))
-        .and_then(|t| Some((cfg.rules.get(t.rule)?, t)))
+/// The limits to report for a descriptor: the service's own when it says them.
+fn reported_limits(status: Option<&RlsStatus>, fallback: Limits) -> Limits {
+    match status.and_then(|s| s.current_limit.as_ref()) {
+        Some(l) if l.requests_per_unit > 0 && l.unit_s > 0 => Limits {
+            limit: u64::from(l.requests_per_unit),
+            period_s: l.unit_s,
+            burst: 0,
+        },
+        _ => fallback,
+    }
+}
+
+/// The verdict of the `n`th descriptor; without a status of its own, the overall code decides.
+fn global_verdict(r: &RlsResponse, n: usize, fallback: Limits) -> Result<Admit, Refusal> {
+    let status = r.statuses.get(n);
+    let limits = reported_limits(status, fallback);
+    let over = match status {
+        Some(s) => s.code == Code::OverLimit,
+        None => r.overall == Code::OverLimit,
+    };
+    let remaining = status.map_or(0, |s| u64::from(s.remaining));
+    let reset_s = status.and_then(|s| s.reset_s).unwrap_or(limits.period_s);
+    if over {
+        Err(Refusal::Limited {
+            remaining,
+            wait_ns: reset_s.saturating_mul(1_000_000_000),
+        })
+    } else {
+        Ok(Admit::Global {
+            limits,
+            remaining,
+            reset_s,
+        })
+    }
 }
 
 /// The limit that applied, for the decision record.
@@ -467,6 +822,9 @@ fn limit_detail(rule: &Rule, tier: usize, limits: Limits) -> Vec<(String, String
         if let Some(t) = rule.tiers.tiers.get(tier) {
             d.push(("tier".into(), t.name.clone()));
         }
+    }
+    if rule.global {
+        d.push(("scope".into(), "global".into()));
     }
     d
 }
@@ -494,6 +852,43 @@ fn decision(
 impl HttpFilter for RateLimitStream {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
         self.decide(host)
+    }
+
+    /// While the service decides, the body waits too.
+    fn on_request_body(&mut self, _host: &dyn Host, _size: usize, _end_of_stream: bool) -> Flow {
+        if self.pending.is_some() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn on_request_trailers(&mut self, _host: &dyn Host) -> Flow {
+        if self.pending.is_some() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) -> Flow {
+        let Some(pending) = self.pending.take() else {
+            return Flow::Stop;
+        };
+        if pending.token != token {
+            self.pending = Some(pending);
+            return Flow::Stop;
+        }
+        let answer = if status != 0 {
+            Err(ServiceFailure::Status(status))
+        } else if size > MAX_RESPONSE_BYTES {
+            Err(ServiceFailure::BadAnswer)
+        } else {
+            host.grpc_response(size)
+                .ok_or(ServiceFailure::BadAnswer)
+                .and_then(|b| decode_response(&b).map_err(|_| ServiceFailure::BadAnswer))
+        };
+        self.resolve(host, pending.hits, pending.progress, answer)
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {

@@ -516,11 +516,13 @@ fn configuring_makes_the_table_and_refuses_bad_configs() {
     let host = MockHost::new();
     let _r = root(&rule(r#","slots":128"#), &host);
     assert_eq!(host.shared.borrow().len(), 129);
-    assert!(host
-        .logs
-        .borrow()
-        .iter()
-        .any(|(_, m)| m == "ratelimit: 1 rules, 128 slots (128 created by this worker)"));
+    assert!(
+        host.logs
+            .borrow()
+            .iter()
+            .any(|(_, m)| m
+                == "ratelimit: 1 rules (0 global), 128 slots (128 created by this worker)")
+    );
     let _again = root(&rule(r#","slots":128"#), &host);
     assert!(host
         .logs
@@ -531,4 +533,320 @@ fn configuring_makes_the_table_and_refuses_bad_configs() {
         Err(e) => assert_eq!(e.to_string(), "rules: at least one rule is required"),
         Ok(_) => panic!("accepted"),
     }
+}
+
+// ---- global rules (the rate-limit service) ----
+
+use crate::ratelimit::rls::wire;
+
+const SERVICE_JSON: &str =
+    r#""rate_limit_service":{"cluster":"rls","domain":"kavach","timeout_ms":40"#;
+
+fn global_config(rule_extra: &str, service_extra: &str) -> String {
+    format!(
+        r#"{{"response_headers":{{"on_allowed":true}},"rules":[{{"name":"g","global":true,"key":["client_address"],"limit":2,"period_s":60{rule_extra}}}],{SERVICE_JSON}{service_extra}}}}}"#
+    )
+}
+
+/// Sends a request that waits for the service; returns the stream and the call's token.
+fn start_global(r: &dyn FilterRoot, host: &MockHost) -> (Box<dyn HttpFilter>, u32) {
+    *host.request_headers.borrow_mut() = vec![
+        (":method".into(), b"GET".to_vec()),
+        (":path".into(), b"/v1/orders/1".to_vec()),
+    ];
+    host.properties
+        .borrow_mut()
+        .retain(|k, _| !k.starts_with("kavach.decision."));
+    host.set_property(&["source", "address"], PEER);
+    host.reply.borrow_mut().take();
+    let mut s = r.new_stream();
+    assert_eq!(
+        s.on_request_headers(host, true),
+        Flow::Stop,
+        "waits for the service"
+    );
+    assert!(host.reply.borrow().is_none());
+    let token = 1000 + u32::try_from(host.grpc_calls.borrow().len()).unwrap();
+    (s, token)
+}
+
+fn answer(s: &mut dyn HttpFilter, host: &MockHost, token: u32, bytes: Vec<u8>) -> Flow {
+    let n = bytes.len();
+    *host.grpc_answer.borrow_mut() = bytes;
+    s.on_grpc_response(host, token, 0, n)
+}
+
+#[test]
+fn a_global_rule_asks_the_service_with_descriptors_built_from_its_key() {
+    let host = MockHost::new();
+    let r = root(&global_config(r#","cost":2"#, ""), &host);
+    let (mut s, token) = start_global(&*r, &host);
+    let call = host.grpc_calls.borrow()[0].clone();
+    assert_eq!(call.cluster, "rls");
+    assert_eq!(call.service, "envoy.service.ratelimit.v3.RateLimitService");
+    assert_eq!(call.method, "ShouldRateLimit");
+    assert_eq!(call.timeout, Duration::from_millis(40));
+    let (domain, descriptors, hits) = wire::request(&call.message);
+    assert_eq!(domain, "kavach");
+    assert_eq!(hits, 2);
+    assert_eq!(descriptors.len(), 1);
+    assert_eq!(descriptors[0].hits, 2);
+    assert_eq!(
+        descriptors[0].entries,
+        vec![
+            ("rule".to_string(), "g".to_string()),
+            ("remote_address".into(), "203.0.113.7".into())
+        ]
+    );
+    // Body and trailers wait with the headers.
+    assert_eq!(s.on_request_body(&host, 10, false), Flow::Stop);
+    assert_eq!(s.on_request_trailers(&host), Flow::Stop);
+    // Someone else's answer changes nothing.
+    assert_eq!(s.on_grpc_response(&host, token + 7, 0, 0), Flow::Stop);
+    // OK, 10 per minute, 7 left, window resets in 42 s.
+    let ok = wire::response(1, &[(1, Some((10, 2, "g-limit")), 7, 42)]);
+    assert_eq!(answer(&mut *s, &host, token, ok), Flow::Continue);
+    assert!(host.reply.borrow().is_none());
+    assert_eq!(s.on_request_body(&host, 10, true), Flow::Continue);
+    let d = decision(&host);
+    assert_eq!(d.outcome, DecisionOutcome::Allow);
+    assert_eq!(
+        d.detail,
+        vec![
+            ("limit".to_string(), "10".to_string()),
+            ("period_s".into(), "60".into()),
+            ("scope".into(), "global".into()),
+            ("remaining".into(), "7".into()),
+            ("service".into(), "ok".into()),
+        ]
+    );
+    // The service's numbers reach the client.
+    s.on_response_headers(&host, false);
+    let resp = host.response_headers.borrow().clone();
+    let get = |n: &str| {
+        resp.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
+    assert_eq!(get("ratelimit-policy").as_deref(), Some("\"g\";q=10;w=60"));
+    assert_eq!(get("ratelimit").as_deref(), Some("\"g\";r=7;t=42"));
+    assert_eq!(host.metric("kavach_ratelimit_allowed_total.rule.g"), 1);
+    // A second answer for the same call is ignored.
+    assert_eq!(s.on_grpc_response(&host, token, 0, 0), Flow::Stop);
+}
+
+#[test]
+fn over_limit_from_the_service_is_a_429_with_its_reset() {
+    let host = MockHost::new();
+    let r = root(&global_config("", ""), &host);
+    let (mut s, token) = start_global(&*r, &host);
+    let over = wire::response(2, &[(2, Some((5, 1, "g")), 0, 1)]);
+    assert_eq!(answer(&mut *s, &host, token, over), Flow::Stop);
+    let reply = host.reply.borrow_mut().take().unwrap();
+    assert_eq!(reply.status, 429);
+    assert_eq!(header(&reply, "retry-after"), Some("1"));
+    assert_eq!(header(&reply, "ratelimit-policy"), Some("\"g\";q=5;w=1"));
+    assert_eq!(header(&reply, "ratelimit"), Some("\"g\";r=0;t=1"));
+    let d = decision(&host);
+    assert_eq!(d.outcome, DecisionOutcome::Deny);
+    assert_eq!(d.reason.as_deref(), Some("limited"));
+    assert!(d.detail.contains(&("service".into(), "over_limit".into())));
+    assert_eq!(host.metric("kavach_ratelimit_limited_total.rule.g"), 1);
+    // Without per-descriptor statuses the overall code decides.
+    let (mut s, token) = start_global(&*r, &host);
+    assert_eq!(
+        answer(&mut *s, &host, token, wire::response(2, &[])),
+        Flow::Stop
+    );
+    assert_eq!(host.reply.borrow_mut().take().unwrap().status, 429);
+}
+
+#[test]
+fn when_the_service_fails_the_failure_mode_decides() {
+    let failures: [(&str, u32, Vec<u8>); 4] = [
+        ("timeout", 4, Vec::new()),
+        ("unavailable", 14, Vec::new()),
+        ("bad_answer", 0, vec![0x0b, 0xff]),
+        ("bad_answer", 0, wire::response(0, &[])),
+    ];
+    for (what, status, bytes) in failures {
+        // deny: 503, never the upstream.
+        let host = MockHost::new();
+        let r = root(&global_config("", r#","failure_mode":"deny""#), &host);
+        let (mut s, token) = start_global(&*r, &host);
+        *host.grpc_answer.borrow_mut() = bytes.clone();
+        assert_eq!(
+            s.on_grpc_response(&host, token, status, bytes.len()),
+            Flow::Stop
+        );
+        let reply = host.reply.borrow_mut().take().unwrap();
+        assert_eq!(reply.status, 503, "{what}");
+        assert_eq!(header(&reply, "retry-after"), Some("1"));
+        assert_eq!(
+            reply.body,
+            br#"{"error":"rate_limit_service_unavailable","rule":"g","retry_after":1}"#
+        );
+        let d = decision(&host);
+        assert_eq!(d.reason.as_deref(), Some("service_unavailable"));
+        assert!(d.detail.contains(&("service".into(), what.into())), "{d:?}");
+        assert_eq!(
+            host.metric("kavach_ratelimit_service_errors_total.rule.g"),
+            1
+        );
+        assert_eq!(
+            host.shared.borrow().len(),
+            1,
+            "deny keeps no local buckets (seed only)"
+        );
+
+        // allow: through, and the record says why nothing was checked.
+        let host = MockHost::new();
+        let r = root(&global_config("", r#","failure_mode":"allow""#), &host);
+        let (mut s, token) = start_global(&*r, &host);
+        *host.grpc_answer.borrow_mut() = bytes.clone();
+        assert_eq!(
+            s.on_grpc_response(&host, token, status, bytes.len()),
+            Flow::Continue
+        );
+        assert!(host.reply.borrow().is_none());
+        let d = decision(&host);
+        assert_eq!(d.outcome, DecisionOutcome::Allow);
+        assert_eq!(d.detail, vec![("service".to_string(), what.to_string())]);
+
+        // local (the default): this Envoy's bucket of the rule, 2 per minute.
+        let host = MockHost::new();
+        let r = root(&global_config("", ""), &host);
+        let mut passed = 0;
+        for _ in 0..4 {
+            let (mut s, token) = start_global(&*r, &host);
+            *host.grpc_answer.borrow_mut() = bytes.clone();
+            if s.on_grpc_response(&host, token, status, bytes.len()) == Flow::Continue {
+                passed += 1;
+            } else {
+                assert_eq!(host.reply.borrow_mut().take().unwrap().status, 429);
+            }
+        }
+        assert_eq!(passed, 2, "{what}");
+        assert_eq!(
+            host.metric("kavach_ratelimit_service_errors_total.rule.g"),
+            4
+        );
+    }
+}
+
+#[test]
+fn a_missing_cluster_fails_at_once_without_holding_the_request() {
+    let host = MockHost::new();
+    host.grpc_refused.set(true);
+    let r = root(&global_config("", r#","failure_mode":"deny""#), &host);
+    let (flow, reply) = send(&*r, &host, PEER, &[]);
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(reply.unwrap().status, 503);
+    assert!(decision(&host)
+        .detail
+        .contains(&("service".into(), "not_started".into())));
+    let warnings: Vec<String> = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(l, _)| *l == LogLevel::Warn)
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("not_started"), "{warnings:?}");
+    send(&*r, &host, PEER, &[]);
+    let warned = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(l, _)| *l == LogLevel::Warn)
+        .count();
+    assert_eq!(warned, 1, "warned once, then counted");
+}
+
+#[test]
+fn local_rules_refuse_before_the_service_is_asked() {
+    let host = MockHost::new();
+    let config = format!(
+        r#"{{"rules":[{{"name":"l","key":["client_address"],"limit":1,"period_s":60}},{{"name":"g","global":true,"key":["client_address"],"limit":9,"period_s":60}}],{SERVICE_JSON}}}}}"#
+    );
+    let r = root(&config, &host);
+    let (mut s, token) = start_global(&*r, &host);
+    assert_eq!(
+        answer(&mut *s, &host, token, wire::response(1, &[(1, None, 3, 9)])),
+        Flow::Continue
+    );
+    let (flow, reply) = send(&*r, &host, PEER, &[]);
+    assert_eq!((flow, reply.unwrap().status), (Flow::Stop, 429));
+    assert_eq!(
+        host.grpc_calls.borrow().len(),
+        1,
+        "the second request never reached the service"
+    );
+    // A global refusal gives the local rule its token back.
+    let host = MockHost::new();
+    let r = root(&config.replace(r#""limit":1,"#, r#""limit":2,"#), &host);
+    for _ in 0..3 {
+        let (mut s, token) = start_global(&*r, &host);
+        assert_eq!(
+            answer(&mut *s, &host, token, wire::response(2, &[(2, None, 0, 9)])),
+            Flow::Stop
+        );
+    }
+    let (mut s, token) = start_global(&*r, &host);
+    assert_eq!(
+        answer(&mut *s, &host, token, wire::response(1, &[(1, None, 3, 9)])),
+        Flow::Continue
+    );
+}
+
+#[test]
+fn shadow_global_rules_record_but_never_refuse() {
+    let host = MockHost::new();
+    let r = root(&global_config(r#","mode":"shadow""#, ""), &host);
+    let (mut s, token) = start_global(&*r, &host);
+    assert_eq!(
+        answer(&mut *s, &host, token, wire::response(2, &[(2, None, 0, 3)])),
+        Flow::Continue
+    );
+    assert!(host.reply.borrow().is_none());
+    let d = decision(&host);
+    assert_eq!(d.outcome, DecisionOutcome::ShadowDeny);
+    assert_eq!(
+        host.metric("kavach_ratelimit_shadow_limited_total.rule.g"),
+        1
+    );
+}
+
+#[test]
+fn tiers_and_unidentified_requests_in_descriptors() {
+    let host = MockHost::new();
+    let config = format!(
+        r#"{{"rules":[{{"name":"partners","global":true,"key":[{{"header":"x-partner-id"}}],"tiers":{{"by":{{"header":"x-tier"}},"default":"std","limits":{{"std":{{"limit":5,"period_s":1}},"gold":{{"limit":50,"period_s":1}}}}}}}}],{SERVICE_JSON}}}}}"#
+    );
+    let r = root(&config, &host);
+    let descriptor = |headers: &[(&str, &[u8])]| {
+        let (flow, _) = send(&*r, &host, PEER, headers);
+        assert_eq!(flow, Flow::Stop);
+        let message = host.grpc_calls.borrow().last().unwrap().message.clone();
+        wire::request(&message).1[0].entries.clone()
+    };
+    let e = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        descriptor(&[("x-partner-id", b" Acme "), ("x-tier", b"gold")]),
+        e(&[
+            ("rule", "partners"),
+            ("tier", "gold"),
+            ("x-partner-id", "Acme")
+        ])
+    );
+    assert_eq!(
+        descriptor(&[]),
+        e(&[("rule", "partners"), ("tier", "std"), ("key", "missing")])
+    );
 }

@@ -130,6 +130,15 @@ impl Host for Racing {
     fn set_tick_period(&self, period: Duration) {
         self.inner.set_tick_period(period)
     }
+    fn grpc_call(&self, c: &str, s: &str, m: &str, b: &[u8], t: Duration) -> Option<u32> {
+        self.inner.grpc_call(c, s, m, b, t)
+    }
+    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
+        self.inner.grpc_response(max_size)
+    }
+    fn resume_request(&self) {
+        self.inner.resume_request()
+    }
 }
 
 #[test]
