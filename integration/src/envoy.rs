@@ -212,6 +212,8 @@ pub struct ClusterSpec {
     /// Region of the cluster's one endpoint: its locality and `filter_metadata.kavach.region`
     /// of the host (None: neither is set).
     pub host_region: Option<String>,
+    /// Speaks HTTP/2 to its endpoint (gRPC services).
+    pub http2: bool,
 }
 
 /// What to start.
@@ -259,6 +261,7 @@ impl EnvoySpec {
                 addr: upstream,
                 region: None,
                 host_region: None,
+                http2: false,
             }],
             routes: Vec::new(),
             mtls: None,
@@ -321,6 +324,19 @@ impl EnvoySpec {
             addr,
             region: region.map(str::to_string),
             host_region: None,
+            http2: false,
+        });
+        self
+    }
+
+    /// A cluster of a gRPC service (HTTP/2 without TLS to `addr`).
+    pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push(ClusterSpec {
+            name: name.into(),
+            addr,
+            region: None,
+            host_region: None,
+            http2: true,
         });
         self
     }
@@ -339,6 +355,7 @@ impl EnvoySpec {
             addr,
             region: region.map(str::to_string),
             host_region: Some(host_region.to_string()),
+            http2: false,
         });
         self
     }
@@ -587,6 +604,14 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
                         "address": c.addr.ip().to_string(), "port_value": c.addr.port() } } }
                 } ] } ] }
             });
+            if c.http2 {
+                v["typed_extension_protocol_options"] = json!({
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": { "http2_protocol_options": {} }
+                    }
+                });
+            }
             if let Some(region) = &c.region {
                 v["metadata"] = json!({ "filter_metadata": { "kavach": { "region": region } } });
             }

@@ -9,6 +9,8 @@
 //! - [`registry`]: a real OCI registry on loopback, and skopeo.
 //! - [`load`]: many requests from many threads, counted by outcome.
 //! - [`prometheus`]: parses `/stats/prometheus`; the `stats_config` for the metrics filter.
+//! - [`rls`]: a rate-limit service speaking Envoy's RLS v3 gRPC API over h2c, with fixed
+//!   windows; also one that accepts calls and never answers.
 
 // Test support: when Envoy cannot start or a tool is missing, the test using the harness must
 // fail with the reason, so the harness panics like a test does.
@@ -21,6 +23,7 @@ pub mod load;
 pub mod pki;
 pub mod prometheus;
 pub mod registry;
+pub mod rls;
 
 pub use client::{Connection, Request, Response, Streaming};
 pub use echo::{Behaviour, EchoServer, Received};

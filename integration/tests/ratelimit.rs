@@ -574,3 +574,299 @@ fn it_keeps_memory_flat_and_limits_correct_under_a_flood_of_distinct_keys() {
         2 * keys
     );
 }
+
+// ---- global rules: a rate-limit service shared by several Envoys ----
+
+mod global {
+    use std::net::{SocketAddr, TcpListener};
+
+    use kavach_integration::rls::{Limit, RlsServer, Unit};
+
+    use super::*;
+
+    /// Per-client rule decided by the service; the local fallback allows 2 per hour.
+    fn config(failure_mode: &str, timeout_ms: u64) -> Value {
+        json!({
+            "response_headers": { "on_allowed": true },
+            "rules": [{
+                "name": "orders", "global": true, "key": [{ "header": "x-client" }],
+                "limit": 2, "period_s": 3600
+            }],
+            "rate_limit_service": {
+                "cluster": "rls", "domain": "kavach",
+                "timeout_ms": timeout_ms, "failure_mode": failure_mode
+            }
+        })
+    }
+
+    fn envoy(upstream: &EchoServer, rls: SocketAddr, config: &Value) -> Envoy {
+        Envoy::start(
+            &edge(upstream, config, 0)
+                .grpc_cluster("rls", rls)
+                .state_log(&["kavach.decision.ratelimit"]),
+        )
+    }
+
+    /// A value of a published decision's `detail` (a list of [name, value] pairs).
+    fn detail(d: &Value, name: &str) -> Option<String> {
+        d["detail"].as_array()?.iter().find_map(|pair| {
+            (pair[0] == name).then(|| pair[1].as_str().unwrap_or_default().to_string())
+        })
+    }
+
+    fn from(client: &str) -> Request {
+        Request::get("/orders").header("x-client", client)
+    }
+
+    /// An address nothing listens on.
+    fn closed_port() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn two_envoys_share_the_services_count() {
+        // Hour-long windows: no window boundary falls inside the test.
+        let rls = RlsServer::start(
+            "kavach",
+            vec![Limit::new(
+                "orders-per-client",
+                &[("rule", Some("orders")), ("x-client", None)],
+                5,
+                Unit::Hour,
+            )],
+        );
+        let upstream = EchoServer::start("upstream").unwrap();
+        let a = envoy(&upstream, rls.addr(), &config("deny", 1000));
+        let b = envoy(&upstream, rls.addr(), &config("deny", 1000));
+        let mut got = Vec::new();
+        for i in 0..8 {
+            let e = if i % 2 == 0 { &a } else { &b };
+            got.push(from("alice").send(e.addr()).unwrap());
+        }
+        let codes: Vec<u16> = got.iter().map(|r| r.status).collect();
+        assert_eq!(
+            codes,
+            [200, 200, 200, 200, 200, 429, 429, 429],
+            "5 in all, across both"
+        );
+        // The service's limit and count reach the client.
+        assert_eq!(
+            got[0].header("ratelimit-policy"),
+            Some("\"orders\";q=5;w=3600")
+        );
+        assert!(got[4]
+            .header("ratelimit")
+            .unwrap()
+            .starts_with("\"orders\";r=0;t="));
+        let refused = &got[5];
+        assert_eq!(
+            refused.header("ratelimit-policy"),
+            Some("\"orders\";q=5;w=3600")
+        );
+        let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        assert_eq!(refused.json()["error"], "rate_limited");
+        // Another client has its own count, on either Envoy.
+        assert_eq!(from("bob").send(b.addr()).unwrap().status, 200);
+        // What the service was asked: the rule and the client's canonical key.
+        let seen = rls.seen();
+        assert_eq!(seen.len(), 9);
+        assert_eq!(seen[0].domain, "kavach");
+        assert_eq!(
+            seen[0].descriptors,
+            vec![vec![
+                ("rule".to_string(), "orders".to_string()),
+                ("x-client".into(), "alice".into())
+            ]]
+        );
+        assert_eq!(seen[8].descriptors[0][1].1, "bob");
+        assert_eq!(
+            counter(&a, "limited", "orders") + counter(&b, "limited", "orders"),
+            3
+        );
+        let lines = a.wait_state_lines(4);
+        let first: Value = serde_json::from_str(&lines[0][0]).unwrap();
+        assert_eq!(first["outcome"], "allow", "{first}");
+        assert_eq!(detail(&first, "service").as_deref(), Some("ok"), "{first}");
+        assert_eq!(detail(&first, "remaining").as_deref(), Some("4"), "{first}");
+    }
+
+    #[test]
+    fn a_service_that_is_down_gets_the_failure_mode() {
+        let upstream = EchoServer::start("upstream").unwrap();
+        let down = closed_port();
+        // deny: 503 and the reason, never the upstream.
+        let e = envoy(&upstream, down, &config("deny", 500));
+        let r = from("alice").send(e.addr()).unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"], "rate_limit_service_unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(upstream.received().is_empty());
+        assert_eq!(counter(&e, "service_errors", "orders"), 1);
+        let d: Value = serde_json::from_str(&e.wait_state_lines(1)[0][0]).unwrap();
+        assert_eq!(d["reason"], "service_unavailable", "{d}");
+        assert_eq!(detail(&d, "service").as_deref(), Some("unavailable"), "{d}");
+        drop(e);
+        // allow: through.
+        let e = envoy(&upstream, down, &config("allow", 500));
+        assert_eq!(statuses(&e, 3, |_| from("alice")), [200, 200, 200]);
+        drop(e);
+        // local: this Envoy's own bucket (2 per hour).
+        let e = envoy(&upstream, down, &config("local", 500));
+        assert_eq!(statuses(&e, 3, |_| from("alice")), [200, 200, 429]);
+        assert_eq!(counter(&e, "service_errors", "orders"), 3);
+    }
+
+    #[test]
+    fn a_service_that_hangs_times_out_into_the_failure_mode() {
+        let rls = RlsServer::hanging();
+        let upstream = EchoServer::start("upstream").unwrap();
+        let e = envoy(&upstream, rls.addr(), &config("deny", 200));
+        let r = from("alice").send(e.addr()).unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        // Envoy ends a call that outlives its timeout with UNAVAILABLE, as for a refused
+        // connection: the record cannot tell the two apart.
+        let d: Value = serde_json::from_str(&e.wait_state_lines(1)[0][0]).unwrap();
+        assert_eq!(detail(&d, "service").as_deref(), Some("unavailable"), "{d}");
+        assert_eq!(rls.seen().len(), 1, "the call reached the service");
+        drop(e);
+        let e = envoy(&upstream, rls.addr(), &config("local", 200));
+        assert_eq!(statuses(&e, 3, |_| from("alice")), [200, 200, 429]);
+    }
+
+    #[test]
+    fn a_request_body_waits_with_the_headers() {
+        let rls = RlsServer::start("kavach", Vec::new());
+        let upstream = EchoServer::start("upstream").unwrap();
+        let e = envoy(&upstream, rls.addr(), &config("deny", 1000));
+        let r = Request::post("/orders", vec![b'x'; 100_000])
+            .header("x-client", "alice")
+            .send(e.addr())
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.echoed().unwrap().body_len, 100_000);
+    }
+
+    #[test]
+    fn global_configuration_errors_name_the_field() {
+        let upstream = EchoServer::start("upstream").unwrap();
+        let mut bad = config("deny", 50);
+        bad["rate_limit_service"]["failure_mode"] = json!("open");
+        let spec = edge(&upstream, &bad, 0);
+        let f = Envoy::try_start(&spec).err().expect("refused");
+        let line = config_error_line(
+            Module::Ratelimit,
+            0,
+            "rate_limit_service.failure_mode: unknown variant `open`, expected one of `deny`, `allow`, `local`",
+        );
+        assert!(f.log.contains(&line), "{line}\n{}", f.log);
+    }
+
+    /// The filter's hand-written RLS v3 encoding against Envoy's generated protos (prost), both
+    /// ways.
+    #[test]
+    fn the_filters_messages_are_envoys_rls_v3_messages() {
+        use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+            rate_limit, Code, DescriptorStatus, RateLimit,
+        };
+        use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+        use kavach_core::ratelimit::rls;
+        use prost::Message;
+
+        let d = |entries: &[(&str, &str)], hits| rls::Descriptor {
+            entries: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            hits,
+        };
+        let ours = rls::encode_request(
+            "kavach",
+            &[
+                d(
+                    &[("rule", "a"), ("principal", "spiffe://bank/ns/x/sa/y")],
+                    3,
+                ),
+                d(&[("rule", "b"), ("x-client", "ä-unicode")], 1),
+            ],
+        );
+        let theirs = RateLimitRequest::decode(ours.as_slice()).unwrap();
+        assert_eq!(theirs.domain, "kavach");
+        assert_eq!(theirs.hits_addend, 0, "costs differ: per descriptor only");
+        let got: Vec<(Vec<(String, String)>, Option<u64>)> = theirs
+            .descriptors
+            .iter()
+            .map(|x| {
+                (
+                    x.entries
+                        .iter()
+                        .map(|e| (e.key.clone(), e.value.clone()))
+                        .collect(),
+                    x.hits_addend.map(|h| h.value),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    vec![
+                        ("rule".to_string(), "a".to_string()),
+                        ("principal".into(), "spiffe://bank/ns/x/sa/y".into())
+                    ],
+                    Some(3)
+                ),
+                (
+                    vec![
+                        ("rule".into(), "b".into()),
+                        ("x-client".into(), "ä-unicode".into())
+                    ],
+                    None
+                ),
+            ]
+        );
+
+        let answer = RateLimitResponse {
+            overall_code: Code::OverLimit as i32,
+            statuses: vec![
+                DescriptorStatus {
+                    code: Code::Ok as i32,
+                    current_limit: Some(RateLimit {
+                        name: "orders".into(),
+                        requests_per_unit: 100,
+                        unit: rate_limit::Unit::Hour as i32,
+                    }),
+                    limit_remaining: 41,
+                    duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: 1200,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+                DescriptorStatus {
+                    code: Code::OverLimit as i32,
+                    ..Default::default()
+                },
+            ],
+            raw_body: b"ignored".to_vec(),
+            ..Default::default()
+        };
+        let decoded = rls::decode_response(&answer.encode_to_vec()).unwrap();
+        assert_eq!(decoded.overall, rls::Code::OverLimit);
+        assert_eq!(decoded.statuses.len(), 2);
+        let first = &decoded.statuses[0];
+        assert_eq!(first.code, rls::Code::Ok);
+        assert_eq!(
+            first.current_limit,
+            Some(rls::CurrentLimit {
+                requests_per_unit: 100,
+                unit_s: 3600,
+                name: "orders".into()
+            })
+        );
+        assert_eq!((first.remaining, first.reset_s), (41, Some(1200)));
+        assert_eq!(decoded.statuses[1].code, rls::Code::OverLimit);
+        assert_eq!(decoded.statuses[1].reset_s, None);
+    }
+}
