@@ -794,7 +794,8 @@ mod global {
         let theirs = RateLimitRequest::decode(ours.as_slice()).unwrap();
         assert_eq!(theirs.domain, "kavach");
         assert_eq!(theirs.hits_addend, 0, "costs differ: per descriptor only");
-        let got: Vec<(Vec<(String, String)>, Option<u64>)> = theirs
+        type Entries = Vec<(String, String)>;
+        let got: Vec<(Entries, Option<u64>)> = theirs
             .descriptors
             .iter()
             .map(|x| {

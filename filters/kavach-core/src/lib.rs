@@ -27,3 +27,5 @@ pub mod testing;
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod profile_tests;

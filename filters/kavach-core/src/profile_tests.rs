@@ -1,0 +1,213 @@
+//! Where a request's cost goes inside the bundle, outside Envoy: the benchmark's chain
+//! (scripts/lib/bench.py: the same five configurations, the same request) run natively
+//! through a host that counts every call by kind. `scripts/profile-chain.sh` runs this under
+//! callgrind for instruction counts per function; the counts of host calls, each of which
+//! costs 0.3-1.6 µs in Envoy (docs/performance.md), print to stdout.
+//!
+//! Ignored by default: it measures, it does not check.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::chain;
+use crate::filters;
+use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError};
+use crate::testing::MockHost;
+
+/// The benchmark's chain: keep in step with CONFIGS in scripts/lib/bench.py.
+const BENCH_CHAIN: &str = r#"{"chain": [
+ {"filter": "audit", "config": {"utc_offset": "+05:30", "return_audit_id": true, "query": "redact_values"}},
+ {"filter": "residency", "config": {"policy_version": "bench-2026-11-26", "classes": [
+    {"name": "public", "allowed_regions": ["*"]},
+    {"name": "pii", "allowed_regions": ["in-west", "in-south"], "action": "deny"},
+    {"name": "payment", "allowed_regions": ["in-west", "in-south"], "action": "deny"}],
+    "routes": {"payments": {"min_class": "payment"}}}},
+ {"filter": "pci_authz", "config": {"policy_version": "bench-2026-11-26", "trust_domain": "bank.local",
+    "rules": [RULES
+      {"name": "cards-read", "methods": ["GET"], "paths": ["/v1/cards/*"],
+       "headers": [{"name": "x-tenant", "regex": "^[a-z]+$"}]}]}},
+ {"filter": "ratelimit", "config": {"response_headers": {"ietf": true, "on_allowed": true},
+    "rules": [{"name": "per-client", "key": ["client_address"], "limit": 1000000000,
+               "period_s": 1, "slots": 65536}]}},
+ {"filter": "metrics", "config": {"max_total_series": 1500, "metrics": [
+    {"name": "kavach_requests_total", "type": "counter", "max_series": 1000,
+     "labels": [{"source": "route"}, {"source": "method"}, {"source": "status_class"}, {"source": "path"}]},
+    {"name": "kavach_request_duration_ms", "type": "histogram", "value": "duration_ms",
+     "max_series": 200, "labels": [{"source": "route"}, {"source": "status_class"}]}]}}
+]}"#;
+
+fn bench_chain() -> String {
+    let rules: String = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"name": "svc-{i}", "principals": ["spiffe://bank.local/ns/team{i}/sa/api"],
+                    "methods": ["GET", "POST"], "paths": ["/v1/team{i}/**"]}},"#
+            )
+        })
+        .collect();
+    BENCH_CHAIN.replace("RULES", &rules)
+}
+
+/// A host that counts its calls by kind (and, for properties, by path).
+struct Counting {
+    inner: MockHost,
+    calls: RefCell<BTreeMap<String, u64>>,
+}
+
+impl Counting {
+    fn count(&self, what: &str) {
+        *self.calls.borrow_mut().entry(what.to_string()).or_default() += 1;
+    }
+}
+
+impl Host for Counting {
+    fn now(&self) -> SystemTime {
+        self.count("now");
+        self.inner.now()
+    }
+    fn random(&self, buf: &mut [u8]) -> bool {
+        self.count("random");
+        self.inner.random(buf)
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        self.count("log");
+        self.inner.log(level, message)
+    }
+    fn headers(&self, map: HeaderMap) -> Headers {
+        self.count(&format!("headers {map:?}"));
+        self.inner.headers(map)
+    }
+    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        self.count(&format!("set_header {map:?}"));
+        self.inner.set_header(map, name, value)
+    }
+    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
+        self.count(&format!("add_header {map:?}"));
+        self.inner.add_header(map, name, value)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.count(&format!("property {}", path.join(".")));
+        self.inner.property(path)
+    }
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        self.count(&format!("set_property {}", path.join(".")));
+        self.inner.set_property(path, value)
+    }
+    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
+        self.count("send_response");
+        self.inner.send_response(status, headers, body)
+    }
+    fn request_body(&self, start: usize, max_size: usize) -> Option<Vec<u8>> {
+        self.count("request_body");
+        self.inner.request_body(start, max_size)
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.inner.define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, offset: i64) {
+        self.count("increment_metric");
+        self.inner.increment_metric(id, offset)
+    }
+    fn record_metric(&self, id: u32, value: u64) {
+        self.count("record_metric");
+        self.inner.record_metric(id, value)
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.count("shared_get");
+        self.inner.shared_get(key)
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        self.count("shared_set");
+        self.inner.shared_set(key, value, cas)
+    }
+    fn http_call(&self, c: &str, h: &[(&str, &str)], b: &[u8], t: Duration) -> Option<u32> {
+        self.count("http_call");
+        self.inner.http_call(c, h, b, t)
+    }
+    fn http_call_status(&self) -> Option<u32> {
+        self.inner.http_call_status()
+    }
+    fn set_tick_period(&self, period: Duration) {
+        self.inner.set_tick_period(period)
+    }
+    fn grpc_call(&self, c: &str, s: &str, m: &str, b: &[u8], t: Duration) -> Option<u32> {
+        self.count("grpc_call");
+        self.inner.grpc_call(c, s, m, b, t)
+    }
+    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
+        self.inner.grpc_response(max_size)
+    }
+    fn resume_request(&self) {
+        self.inner.resume_request()
+    }
+}
+
+fn bench_request(host: &Counting) {
+    *host.inner.request_headers.borrow_mut() = [
+        (":method", "GET"),
+        (":path", "/v1/cards/4242"),
+        (":authority", "127.0.0.1:10000"),
+        (":scheme", "http"),
+        ("x-tenant", "acme"),
+        ("x-bench", "1"),
+        ("user-agent", "kavach-bench"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5d2c6a1e-8d0b-4f7a-9a51-0c2f7d9b1e42"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    *host.inner.response_headers.borrow_mut() = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-length".into(), b"2".to_vec()),
+        ("content-type".into(), b"text/plain".to_vec()),
+    ];
+    host.inner
+        .properties
+        .borrow_mut()
+        .retain(|k, _| !k.starts_with("kavach."));
+}
+
+#[test]
+#[ignore = "a measurement: scripts/profile-chain.sh"]
+fn profile_bench_chain() {
+    let requests: u64 = std::env::var("KAVACH_PROFILE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let host = Counting {
+        inner: MockHost::new(),
+        calls: RefCell::new(BTreeMap::new()),
+    };
+    for (path, value) in [
+        (&["source", "address"][..], &b"127.0.0.1:51000"[..]),
+        (&["destination", "address"], b"127.0.0.1:10000"),
+        (&["xds", "route_name"], b"bench"),
+        (&["xds", "cluster_name"], b""),
+        (&["response", "code"], &200i64.to_le_bytes()),
+        (&["response", "total_size"], &120i64.to_le_bytes()),
+        (&["request", "total_size"], &180i64.to_le_bytes()),
+        (&["request", "duration"], &250_000i64.to_le_bytes()),
+    ] {
+        host.inner.set_property(path, value);
+    }
+    let root = chain::configure(filters::ALL, bench_chain().as_bytes(), &host)
+        .unwrap_or_else(|e| panic!("{e}"));
+    host.calls.borrow_mut().clear();
+    for _ in 0..requests {
+        bench_request(&host);
+        let mut s = root.new_stream();
+        s.on_request_headers(&host, true);
+        s.on_response_headers(&host, false);
+        s.on_log(&host);
+        assert!(host.inner.reply.borrow_mut().take().is_none());
+    }
+    let calls = host.calls.borrow();
+    let total: u64 = calls.values().sum();
+    println!("host calls per request ({requests} requests):");
+    for (what, n) in calls.iter() {
+        println!("  {:6.2}  {what}", *n as f64 / requests as f64);
+    }
+    println!("  {:6.2}  in all", total as f64 / requests as f64);
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Usage: scripts/profile-chain.sh [TOP]
+#   Where the bundle's cost per request goes, outside Envoy: runs the benchmark's chain (the five
+#   filters with scripts/lib/bench.py's configurations and request) natively through a host that
+#   counts its calls (filters/kavach-core/src/profile_tests.rs), and under callgrind twice, with
+#   200 and 1200 requests. Prints the host calls per request (each costs 0.3-1.6 us in Envoy,
+#   docs/performance.md) and the instructions per request of the TOP (40) costliest functions
+#   (inclusive; the counting host's own share is included). Instruction counts do not depend on
+#   what else the machine is doing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+command -v valgrind >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >&2
+}
+bin="$(cargo test --release --locked -p kavach-core --lib --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "kavach_core" and m.get("executable"):
+        print(m["executable"])')"
+out="$(mktemp -d)"
+KAVACH_PROFILE_REQUESTS=1000 "$bin" profile_bench_chain --ignored --nocapture --test-threads=1 \
+  | sed -n '/host calls per request/,/in all/p'
+for n in 200 1200; do
+  KAVACH_PROFILE_REQUESTS=$n valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
+    "$bin" profile_bench_chain --ignored --test-threads=1 >/dev/null 2>&1
+done
+python3 scripts/lib/callgrind-diff.py "$out/cg.200" 200 "$out/cg.1200" 1200 "${1:-40}"
+rm -rf "$out"
