@@ -96,30 +96,26 @@ pub enum Published {
 
 /// Reads every published decision of the current request.
 pub fn collect(host: &dyn Host) -> Vec<Published> {
-    let mut found = Vec::new();
-    for filter in FILTERS {
-        let name = format!("{PROPERTY_PREFIX}{filter}");
-        let Some(bytes) = host.property(&[name.as_str()]) else {
-            continue;
-        };
-        if bytes.is_empty() {
-            continue;
-        }
-        let parsed = if bytes.len() > MAX_DECISION_BYTES {
-            None
-        } else {
-            serde_json::from_slice::<Decision>(&bytes)
-                .ok()
-                .filter(|d| d.filter == *filter)
-        };
-        found.push(match parsed {
-            Some(d) => Published::Decision(d),
-            None => Published::Invalid {
-                filter: filter.to_string(),
-            },
-        });
-    }
-    found
+    FILTERS.iter().filter_map(|f| read(host, f)).collect()
+}
+
+/// The decision `filter` published for this request, if any.
+pub fn read(host: &dyn Host, filter: &str) -> Option<Published> {
+    let name = format!("{PROPERTY_PREFIX}{filter}");
+    let bytes = host.property(&[name.as_str()]).filter(|b| !b.is_empty())?;
+    let parsed = if bytes.len() > MAX_DECISION_BYTES {
+        None
+    } else {
+        serde_json::from_slice::<Decision>(&bytes)
+            .ok()
+            .filter(|d| d.filter == filter)
+    };
+    Some(match parsed {
+        Some(d) => Published::Decision(d),
+        None => Published::Invalid {
+            filter: filter.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]

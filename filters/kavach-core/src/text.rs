@@ -5,6 +5,15 @@
 /// the result is cut to at most `max_bytes` bytes on a character boundary. Returns the text and
 /// whether it was cut.
 pub fn sanitize(bytes: &[u8], max_bytes: usize) -> (String, bool) {
+    // Most values are printable ASCII: nothing to escape or replace.
+    if bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        let cut = bytes.len().min(max_bytes);
+        let text = bytes.get(..cut).unwrap_or_default();
+        return (
+            String::from_utf8_lossy(text).into_owned(),
+            cut < bytes.len(),
+        );
+    }
     let lossy = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(lossy.len().min(max_bytes));
     for ch in lossy.chars() {

@@ -167,8 +167,15 @@ fn runs(text: &[u8]) -> Vec<Run> {
     out
 }
 
+/// Fewest digits a card (13) or Aadhaar (12) number has.
+const MIN_NUMBER_DIGITS: usize = 12;
+
 /// Every card and Aadhaar number in `text`.
 pub fn find(text: &[u8]) -> Vec<Finding> {
+    // Most text has too few digits to hold a number at all.
+    if text.iter().filter(|b| b.is_ascii_digit()).count() < MIN_NUMBER_DIGITS {
+        return Vec::new();
+    }
     runs(text)
         .into_iter()
         .filter_map(|run| {

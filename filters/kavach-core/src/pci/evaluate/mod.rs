@@ -22,7 +22,7 @@ use super::config::{PciConfig, Rule};
 use super::identity::resolve;
 use super::matcher::in_trust_domain;
 use super::token::{verify_token, TokenError};
-use crate::headers::{alias_form, single, Single};
+use crate::headers::{alias_eq, single, Single};
 use crate::host::Headers;
 use crate::path_canon::{canonicalize, PathError};
 
@@ -175,7 +175,7 @@ pub fn evaluate(
     };
     let overridden = headers
         .iter()
-        .any(|(n, _)| METHOD_OVERRIDE_HEADERS.contains(&alias_form(n).as_str()));
+        .any(|(n, _)| METHOD_OVERRIDE_HEADERS.iter().any(|o| alias_eq(n, o)));
     let path = ev.path.as_deref().unwrap_or_default();
 
     let mut token: Option<Result<(), TokenError>> = None;
@@ -264,7 +264,12 @@ fn has_ambiguous_header(cfg: &PciConfig, headers: &Headers) -> bool {
     }
     let mut seen: HashSet<&str> = HashSet::new();
     for (name, _) in headers {
-        if let Some(configured) = cfg.decision_headers.get(&alias_form(name)) {
+        // A handful of configured headers: a scan without building the alias form.
+        let found = cfg
+            .decision_headers
+            .iter()
+            .find(|(alias, _)| alias_eq(name, alias));
+        if let Some((_, configured)) = found {
             if !name.eq_ignore_ascii_case(configured) || !seen.insert(configured.as_str()) {
                 return true;
             }

@@ -277,10 +277,10 @@ fn detail<'a>(d: &'a Decision, key: &str) -> Option<&'a str> {
 
 /// This filter's decision for the current request, as published (by either stage).
 fn published(host: &dyn Host) -> Option<Decision> {
-    decision::collect(host).into_iter().find_map(|p| match p {
-        Published::Decision(d) if d.filter == NAME => Some(d),
-        _ => None,
-    })
+    match decision::read(host, NAME)? {
+        Published::Decision(d) => Some(d),
+        Published::Invalid { .. } => None,
+    }
 }
 
 /// A local reply with a small JSON body; the audit id is quoted when the audit filter set one.
