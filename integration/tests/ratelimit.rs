@@ -578,6 +578,7 @@ fn it_keeps_memory_flat_and_limits_correct_under_a_flood_of_distinct_keys() {
 // ---- global rules: a rate-limit service shared by several Envoys ----
 
 mod global {
+    use std::io::Write;
     use std::net::{SocketAddr, TcpListener};
 
     use kavach_integration::rls::{Limit, RlsServer, Unit};
@@ -733,6 +734,16 @@ mod global {
         drop(e);
         let e = envoy(&upstream, rls.addr(), &config("local", 200));
         assert_eq!(statuses(&e, 3, |_| from("alice")), [200, 200, 429]);
+        // Clients that leave while their request waits for the service: the late answer (the
+        // timeout) finds no request, and Envoy goes on serving.
+        for _ in 0..5 {
+            let mut c = std::net::TcpStream::connect(e.addr()).unwrap();
+            c.write_all(b"GET /orders HTTP/1.1\r\nhost: x\r\nx-client: carol\r\n\r\n")
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(statuses(&e, 1, |_| from("dave")), [200]);
+        assert!(!e.log().contains("panicked"), "{}", e.log());
     }
 
     #[test]
