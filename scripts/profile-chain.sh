@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Usage: scripts/profile-chain.sh [TOP]
+# Usage: [KAVACH_PROFILE_FILTERS=audit,ratelimit] scripts/profile-chain.sh [TOP]
 #   Where the bundle's cost per request goes, outside Envoy: runs the benchmark's chain (the five
 #   filters with scripts/lib/bench.py's configurations and request) natively through a host that
 #   counts its calls (filters/kavach-core/src/profile_tests.rs), and under callgrind twice, with
 #   200 and 1200 requests. Prints the host calls per request (each costs 0.3-1.6 us in Envoy,
 #   docs/performance.md) and the instructions per request of the TOP (40) costliest functions
 #   (inclusive; the counting host's own share is included). Instruction counts do not depend on
-#   what else the machine is doing.
+#   what else the machine is doing. KAVACH_PROFILE_FILTERS keeps only the named filters.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -37,6 +37,7 @@ const BENCH_CHAIN: &str = r#"{"chain": [
      "max_series": 200, "labels": [{"source": "route"}, {"source": "status_class"}]}]}}
 ]}"#;
 
+/// The benchmark's chain, or only the filters named in `KAVACH_PROFILE_FILTERS` (comma-separated).
 fn bench_chain() -> String {
     let rules: String = (0..20)
         .map(|i| {
@@ -46,7 +47,17 @@ fn bench_chain() -> String {
             )
         })
         .collect();
-    BENCH_CHAIN.replace("RULES", &rules)
+    let all = BENCH_CHAIN.replace("RULES", &rules);
+    let Ok(only) = std::env::var("KAVACH_PROFILE_FILTERS") else {
+        return all;
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&all).unwrap();
+    let wanted: Vec<&str> = only.split(',').collect();
+    v["chain"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|l| wanted.contains(&l["filter"].as_str().unwrap_or_default()));
+    v.to_string()
 }
 
 /// A host that counts its calls by kind (and, for properties, by path).
