@@ -164,6 +164,7 @@ fn validate_command(args: &[String]) -> ExitCode {
                         filter: name.to_string(),
                         config,
                         env: Vec::new(),
+                        clusters: None,
                     }]
                 })
                 .map_err(|e| format!("cannot read: {e}")),

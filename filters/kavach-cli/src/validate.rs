@@ -5,7 +5,13 @@
 //! Understands Istio `WasmPlugin` manifests (`spec.url` names the module, `spec.pluginConfig` is
 //! the configuration, `spec.vmConfig.env` the VM environment) and Envoy configs (every
 //! `envoy.extensions.filters.http.wasm.v3.Wasm` filter whose code is a Kavach module).
+//!
+//! In an Envoy config whose clusters are all static, the clusters a configuration calls (the
+//! rate-limit service of global rules, the audit collector) must be among them, and the
+//! rate-limit service's must speak HTTP/2: a typo there would otherwise only show at run time,
+//! as every call failing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use kavach_core::filters;
@@ -31,6 +37,8 @@ pub struct PluginConfig {
     /// The configuration as JSON text, exactly as the filter receives it.
     pub config: String,
     pub env: Vec<(String, EnvValue)>,
+    /// The file's clusters by name (true: speaks HTTP/2), when they are all static.
+    pub clusters: Option<BTreeMap<String, bool>>,
 }
 
 impl PluginConfig {
@@ -76,7 +84,86 @@ pub fn check(pc: &PluginConfig) -> Result<(), String> {
     for (name, _) in &pc.env {
         std::env::remove_var(name);
     }
-    result.map_err(|e| format!("{}: invalid configuration: {e}", pc.module()))
+    result
+        .map_err(|e| e.to_string())
+        .and_then(|()| check_clusters(pc))
+        .map_err(|e| format!("{}: invalid configuration: {e}", pc.module()))
+}
+
+/// The clusters a configuration calls: (field path, cluster name, needs HTTP/2).
+fn called_clusters(filter: &str, config: &Value, at: &str) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    match filter {
+        "ratelimit" => {
+            if let Some(c) = config["rate_limit_service"]["cluster"].as_str() {
+                out.push((
+                    format!("{at}rate_limit_service.cluster"),
+                    c.to_string(),
+                    true,
+                ));
+            }
+        }
+        "audit" => {
+            if let Some(c) = config["collector"]["cluster"].as_str() {
+                out.push((format!("{at}collector.cluster"), c.to_string(), false));
+            }
+        }
+        "bundle" => {
+            for (i, link) in config["chain"].as_array().into_iter().flatten().enumerate() {
+                if let Some(f) = link["filter"].as_str() {
+                    out.extend(called_clusters(
+                        f,
+                        &link["config"],
+                        &format!("chain[{i}].config."),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn check_clusters(pc: &PluginConfig) -> Result<(), String> {
+    let (Some(clusters), Some(config)) = (&pc.clusters, pc.json()) else {
+        return Ok(());
+    };
+    for (at, name, http2) in called_clusters(&pc.filter, &config, "") {
+        match clusters.get(&name) {
+            None => return Err(format!("{at}: no cluster {name:?} in this file's static_resources")),
+            Some(false) if http2 => {
+                return Err(format!(
+                    "{at}: cluster {name:?} does not speak HTTP/2, which gRPC needs (typed_extension_protocol_options: explicit_http_config.http2_protocol_options)"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The clusters of an Envoy bootstrap by name (true: HTTP/2 upstream), or None when it also
+/// gets clusters from a management server (they cannot be checked here).
+fn static_clusters(doc: &Value) -> Option<BTreeMap<String, bool>> {
+    if !doc["dynamic_resources"]["cds_config"].is_null() || doc["static_resources"].is_null() {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for c in doc["static_resources"]["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = c["name"].as_str() else {
+            continue;
+        };
+        let options = &c["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        let http2 = !options["explicit_http_config"]["http2_protocol_options"].is_null()
+            || !c["http2_protocol_options"].is_null();
+        out.insert(name.to_string(), http2);
+    }
+    Some(out)
 }
 
 /// The Kavach module named by a path or URL (`oci://reg/kavach/kavach-audit:0.1.0`,
@@ -137,9 +224,15 @@ pub fn extract(path: &Path) -> Result<Vec<PluginConfig>, String> {
                 filter,
                 config,
                 env,
+                clusters: None,
             });
         } else {
+            let first = found.len();
             walk_envoy(&doc, &file, &mut found);
+            let clusters = static_clusters(&doc);
+            for pc in found.iter_mut().skip(first) {
+                pc.clusters.clone_from(&clusters);
+            }
         }
     }
     Ok(found)
@@ -180,6 +273,7 @@ fn walk_envoy(v: &Value, file: &str, found: &mut Vec<PluginConfig>) {
                             .unwrap_or("")
                             .to_string(),
                         env,
+                        clusters: None,
                     });
                 }
             }
@@ -220,6 +314,7 @@ mod tests {
             filter: "audit".into(),
             config: r#"{"utc_offset": "IST"}"#.into(),
             env: vec![],
+            clusters: None,
         };
         assert_eq!(
             check(&pc).unwrap_err(),
@@ -263,6 +358,88 @@ spec: { url: oci://reg/someone-else:1 }
             vec![("KAVACH_TEST_VALIDATE_KEY".to_string(), EnvValue::FromHost)]
         );
         assert_eq!(check(&found[0]), Ok(()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_clusters_a_configuration_calls_must_exist_and_grpc_needs_http2() {
+        let dir = std::env::temp_dir().join(format!("kavach-clusters-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let envoy = |service_cluster: &str, collector_cluster: &str, rls_http2: bool| {
+            let rls_options = if rls_http2 {
+                r#"typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: { http2_protocol_options: {} }"#
+            } else {
+                ""
+            };
+            let rl = format!(
+                r#"{{"rules":[{{"name":"g","global":true,"key":[],"limit":1,"period_s":1}}],"rate_limit_service":{{"cluster":"{service_cluster}","domain":"d"}}}}"#
+            );
+            let chain = format!(
+                r#"{{"chain":[{{"filter":"audit","config":{{"collector":{{"cluster":"{collector_cluster}"}}}}}},{{"filter":"ratelimit","config":{rl}}}]}}"#
+            );
+            let filter = |name: &str, module: &str, config: &str| {
+                format!(
+                    r#"
+            - name: {name}
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                config:
+                  name: {name}
+                  configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: '{config}' }}
+                  vm_config: {{ runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: dist/{module}.wasm }} }} }}"#
+                )
+            };
+            format!(
+                r#"
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          http_filters:{}{}
+  clusters:
+    - name: rls
+      {rls_options}
+    - name: collector
+"#,
+                filter("kavach.ratelimit", "kavach-ratelimit", &rl),
+                filter("kavach.bundle", "kavach-bundle", &chain)
+            )
+        };
+        let results = |text: String| {
+            let f = dir.join("e.yaml");
+            std::fs::write(&f, text).unwrap();
+            extract(&f).unwrap().iter().map(check).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            results(envoy("rls", "collector", true)),
+            vec![Ok(()), Ok(())]
+        );
+        assert_eq!(
+            results(envoy("rlx", "collector", true)),
+            vec![
+                Err(r#"kavach-ratelimit: invalid configuration: rate_limit_service.cluster: no cluster "rlx" in this file's static_resources"#.to_string()),
+                Err(r#"kavach-bundle: invalid configuration: chain[1].config.rate_limit_service.cluster: no cluster "rlx" in this file's static_resources"#.to_string()),
+            ]
+        );
+        let r = results(envoy("rls", "collector", false));
+        assert!(
+            r[0].as_ref()
+                .unwrap_err()
+                .contains(r#"cluster "rls" does not speak HTTP/2"#),
+            "{r:?}"
+        );
+        assert_eq!(
+            results(envoy("rls", "colector", true))[1],
+            Err(r#"kavach-bundle: invalid configuration: chain[0].config.collector.cluster: no cluster "colector" in this file's static_resources"#.to_string())
+        );
+        // Clusters from a management server cannot be checked here.
+        let dynamic =
+            envoy("rlx", "collector", true) + "dynamic_resources: { cds_config: { ads: {} } }\n";
+        assert_eq!(results(dynamic), vec![Ok(()), Ok(())]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
