@@ -386,3 +386,124 @@ fn mutated_configurations_are_refused_not_fatal() {
         "the mutations should break most configurations ({refused})"
     );
 }
+
+/// The demo chain with its rate-limit rules made global, under `failure_mode`.
+fn global_chain_config(failure_mode: &str) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&demo_chain_config()).expect("demo chain JSON");
+    for link in v["chain"].as_array_mut().expect("chain") {
+        if link["filter"] == "ratelimit" {
+            for rule in link["config"]["rules"].as_array_mut().expect("rules") {
+                rule["global"] = serde_json::Value::Bool(true);
+            }
+            link["config"]["rate_limit_service"] = serde_json::json!({
+                "cluster": "ratelimit", "domain": "kavach", "failure_mode": failure_mode
+            });
+        }
+    }
+    v.to_string()
+}
+
+/// An answer from the rate-limit service as the network may deliver it: well-formed with any
+/// numbers, cut short, or garbage.
+fn service_answer(rng: &mut Rng) -> (u32, Vec<u8>) {
+    use crate::ratelimit::rls::wire;
+    let status = *rng.pick(&[0, 0, 0, 0, 1, 2, 4, 13, 14, 16]);
+    let bytes = match rng.below(4) {
+        0 => rng.bytes(),
+        1 => Vec::new(),
+        _ => {
+            let statuses: Vec<wire::StatusSpec> = (0..rng.below(4))
+                .map(|_| {
+                    let limit = (rng.below(2) == 0).then(|| {
+                        (
+                            rng.next() % 5000,
+                            rng.next() % 9,
+                            *rng.pick(&["g", "", "x\u{0}y"]),
+                        )
+                    });
+                    (rng.next() % 4, limit, rng.next(), rng.next())
+                })
+                .collect();
+            let mut b = wire::response(rng.next() % 4, &statuses);
+            if rng.below(5) == 0 {
+                b.truncate(rng.below(b.len()));
+            }
+            b
+        }
+    };
+    (status, bytes)
+}
+
+/// Global rate-limit rules in the whole chain, with whatever the service answers (or fails
+/// with), bodies arriving while it decides, and answers for other calls: never a panic, only
+/// documented replies.
+#[test]
+fn hostile_service_answers_never_panic_the_whole_chain() {
+    let mut rng = Rng(0x726c_7320_6b76);
+    let mut replies = std::collections::BTreeMap::new();
+    let mut passed = 0;
+    let mut asked = 0;
+    for mode in ["deny", "allow", "local"] {
+        let config = global_chain_config(mode);
+        let setup = MockHost::new();
+        let root = match chain::configure(filters::ALL, config.as_bytes(), &setup) {
+            Ok(r) => r,
+            Err(e) => panic!("global demo chain config: {e}"),
+        };
+        for i in 0..600 {
+            let host = request(&mut rng);
+            *host.shared.borrow_mut() = std::mem::take(&mut *setup.shared.borrow_mut());
+            let mut s = root.new_stream();
+            let mut flow = s.on_request_headers(&host, rng.below(2) == 0);
+            let call = u32::try_from(host.grpc_calls.borrow().len()).unwrap_or(0);
+            if call > 0 && host.reply.borrow().is_none() {
+                asked += 1;
+                if rng.below(3) == 0 {
+                    let n = host.body.borrow().len();
+                    assert_eq!(s.on_request_body(&host, n, rng.below(2) == 0), Flow::Stop);
+                }
+                if rng.below(5) == 0 {
+                    assert_eq!(
+                        s.on_grpc_response(&host, 7, 0, 0),
+                        Flow::Stop,
+                        "not its call"
+                    );
+                }
+                let (status, bytes) = service_answer(&mut rng);
+                let n = bytes.len();
+                *host.grpc_answer.borrow_mut() = bytes;
+                flow = s.on_grpc_response(&host, 1000 + call, status, n);
+            }
+            if flow == Flow::Stop && host.reply.borrow().is_none() {
+                let n = host.body.borrow().len();
+                s.on_request_body(&host, n, true);
+            }
+            s.on_response_headers(&host, true);
+            s.on_log(&host);
+            match host.reply.borrow().as_ref() {
+                Some(reply) => {
+                    assert!(
+                        [400, 403, 404, 413, 429, 451, 500, 502, 503].contains(&reply.status),
+                        "{mode} request {i}: unexpected local reply {}",
+                        reply.status
+                    );
+                    *replies.entry(reply.status).or_insert(0) += 1;
+                }
+                None => passed += 1,
+            }
+            *setup.shared.borrow_mut() = std::mem::take(&mut *host.shared.borrow_mut());
+        }
+    }
+    eprintln!("1800 requests, {asked} asked the service: {passed} passed, replies {replies:?}");
+    assert!(asked >= 600, "only {asked} requests reached the service");
+    assert!(
+        replies.contains_key(&503),
+        "deny mode refused nothing: {replies:?}"
+    );
+    assert!(
+        replies.contains_key(&429),
+        "no answer said over limit: {replies:?}"
+    );
+    assert!(passed >= 300, "only {passed} requests got through");
+}
