@@ -44,7 +44,8 @@ pub trait HttpFilter {
     /// The answer to a gRPC call this stream started while holding the request headers:
     /// `status` is the gRPC status (0 = OK; the message is then [`Host::grpc_response`] of
     /// `size` bytes). Continue lets the held request go on; Stop keeps it held (or a local reply
-    /// was sent).
+    /// was sent). Filters that make no calls keep the default: an answer that is not theirs
+    /// resumes nothing.
     fn on_grpc_response(
         &mut self,
         _host: &dyn Host,
@@ -52,7 +53,7 @@ pub trait HttpFilter {
         _status: u32,
         _size: usize,
     ) -> Flow {
-        Flow::Continue
+        Flow::Stop
     }
 
     /// The stream is complete (also after a local reply); last chance to record it.

@@ -61,6 +61,10 @@ impl HttpFilter for Probe {
     }
 
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, _size: usize) -> Flow {
+        if !self.calling {
+            // Not an answer to a call of ours: nothing to resume.
+            return Flow::Stop;
+        }
         self.journal
             .borrow_mut()
             .push(format!("{}:grpc{token}/{status}", self.name));
@@ -401,5 +405,28 @@ fn body_and_trailers_that_came_during_a_call_reach_the_later_filters() {
             "b:body8!",
             "c:body8!"
         ]
+    );
+}
+
+#[test]
+fn a_stray_answer_never_resumes_a_held_request() {
+    let host = MockHost::new();
+    // b holds the headers for the body, not for a call.
+    let root = chain(r#"{"chain":[{"filter":"b","config":{"body":1}},{"filter":"c"}]}"#);
+    let mut s = root.new_stream();
+    assert_eq!(s.on_request_headers(&host, false), Flow::Stop);
+    assert_eq!(s.on_grpc_response(&host, 9, 0, 0), Flow::Stop);
+    assert_eq!(taken(), ["b:headers"], "c never ran");
+}
+
+/// A filter that makes no calls: the trait's default answer handling.
+struct Quiet;
+impl HttpFilter for Quiet {}
+
+#[test]
+fn filters_that_make_no_calls_resume_nothing() {
+    assert_eq!(
+        Quiet.on_grpc_response(&MockHost::new(), 1, 0, 0),
+        Flow::Stop
     );
 }
