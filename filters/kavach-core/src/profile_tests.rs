@@ -6,14 +6,10 @@
 //!
 //! Ignored by default: it measures, it does not check.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
-
 use crate::chain;
 use crate::filters;
-use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError};
-use crate::testing::MockHost;
+use crate::host::Host;
+use crate::testing::{CountingHost, MockHost};
 
 /// The benchmark's chain: keep in step with CONFIGS in scripts/lib/bench.py.
 const BENCH_CHAIN: &str = r#"{"chain": [
@@ -60,101 +56,7 @@ fn bench_chain() -> String {
     v.to_string()
 }
 
-/// A host that counts its calls by kind (and, for properties, by path).
-struct Counting {
-    inner: MockHost,
-    calls: RefCell<BTreeMap<String, u64>>,
-}
-
-impl Counting {
-    fn count(&self, what: &str) {
-        *self.calls.borrow_mut().entry(what.to_string()).or_default() += 1;
-    }
-}
-
-impl Host for Counting {
-    fn now(&self) -> SystemTime {
-        self.count("now");
-        self.inner.now()
-    }
-    fn random(&self, buf: &mut [u8]) -> bool {
-        self.count("random");
-        self.inner.random(buf)
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.count("log");
-        self.inner.log(level, message)
-    }
-    fn headers(&self, map: HeaderMap) -> Headers {
-        self.count(&format!("headers {map:?}"));
-        self.inner.headers(map)
-    }
-    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
-        self.count(&format!("set_header {map:?}"));
-        self.inner.set_header(map, name, value)
-    }
-    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
-        self.count(&format!("add_header {map:?}"));
-        self.inner.add_header(map, name, value)
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.count(&format!("property {}", path.join(".")));
-        self.inner.property(path)
-    }
-    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
-        self.count(&format!("set_property {}", path.join(".")));
-        self.inner.set_property(path, value)
-    }
-    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
-        self.count("send_response");
-        self.inner.send_response(status, headers, body)
-    }
-    fn request_body(&self, start: usize, max_size: usize) -> Option<Vec<u8>> {
-        self.count("request_body");
-        self.inner.request_body(start, max_size)
-    }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        self.inner.define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, offset: i64) {
-        self.count("increment_metric");
-        self.inner.increment_metric(id, offset)
-    }
-    fn record_metric(&self, id: u32, value: u64) {
-        self.count("record_metric");
-        self.inner.record_metric(id, value)
-    }
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.count("shared_get");
-        self.inner.shared_get(key)
-    }
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        self.count("shared_set");
-        self.inner.shared_set(key, value, cas)
-    }
-    fn http_call(&self, c: &str, h: &[(&str, &str)], b: &[u8], t: Duration) -> Option<u32> {
-        self.count("http_call");
-        self.inner.http_call(c, h, b, t)
-    }
-    fn http_call_status(&self) -> Option<u32> {
-        self.inner.http_call_status()
-    }
-    fn set_tick_period(&self, period: Duration) {
-        self.inner.set_tick_period(period)
-    }
-    fn grpc_call(&self, c: &str, s: &str, m: &str, b: &[u8], t: Duration) -> Option<u32> {
-        self.count("grpc_call");
-        self.inner.grpc_call(c, s, m, b, t)
-    }
-    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
-        self.inner.grpc_response(max_size)
-    }
-    fn resume_request(&self) {
-        self.inner.resume_request()
-    }
-}
-
-fn bench_request(host: &Counting) {
+fn bench_request(host: &CountingHost) {
     *host.inner.request_headers.borrow_mut() = [
         (":method", "GET"),
         (":path", "/v1/cards/4242"),
@@ -187,10 +89,7 @@ fn profile_bench_chain() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let host = Counting {
-        inner: MockHost::new(),
-        calls: RefCell::new(BTreeMap::new()),
-    };
+    let host = CountingHost::new(MockHost::new());
     for (path, value) in [
         (&["source", "address"][..], &b"127.0.0.1:51000"[..]),
         (&["destination", "address"], b"127.0.0.1:10000"),

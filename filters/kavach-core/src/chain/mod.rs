@@ -20,6 +20,9 @@ use crate::config::{self, ConfigError, FieldPath};
 use crate::filter::{FilterRoot, Flow, HttpFilter};
 use crate::host::Host;
 
+mod cached_host;
+use cached_host::CallbackHost;
+
 /// Builds a filter root from its configuration bytes.
 pub type Configure = fn(&[u8], &dyn Host) -> Result<Box<dyn FilterRoot>, ConfigError>;
 
@@ -209,32 +212,34 @@ impl ChainStream {
 
 impl HttpFilter for ChainStream {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
+        let host = CallbackHost::new(host);
         self.passed = 0;
         self.headers_eos = end_of_stream;
         self.body = None;
         self.trailers = false;
-        self.run_headers(host, end_of_stream)
+        self.run_headers(&host, end_of_stream)
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        self.request_body(host, body_size, end_of_stream)
+        self.request_body(&CallbackHost::new(host), body_size, end_of_stream)
     }
 
     fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
-        self.request_trailers(host)
+        self.request_trailers(&CallbackHost::new(host))
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        self.response_headers(host, end_of_stream)
+        self.response_headers(&CallbackHost::new(host), end_of_stream)
     }
 
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) -> Flow {
-        self.grpc_response(host, token, status, size)
+        self.grpc_response(&CallbackHost::new(host), token, status, size)
     }
 
     fn on_log(&mut self, host: &dyn Host) {
+        let host = CallbackHost::new(host);
         for f in &mut self.filters {
-            f.on_log(host);
+            f.on_log(&host);
         }
     }
 }
