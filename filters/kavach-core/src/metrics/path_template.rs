@@ -13,6 +13,7 @@
 //! go to useful series.
 
 use crate::config::{ConfigError, FieldPath};
+use crate::text::is_uuid;
 
 use super::label::{self, INVALID, TOO_LONG};
 
@@ -183,14 +184,6 @@ pub fn is_identifier(segment: &str) -> bool {
     // Random mixed-case tokens change character class (upper, lower, digit) at most
     // characters; words and camelCase names rarely do (`getAccountBalance`: 4 of 16).
     n >= 16 && class_change_ratio(b) >= 0.4
-}
-
-fn is_uuid(b: &[u8]) -> bool {
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 /// Share of neighbouring letter/digit pairs whose class (upper, lower, digit) differs;

@@ -18,6 +18,8 @@ use std::fmt::{self, Write as _};
 
 use serde::Deserialize;
 
+use crate::text::{hex_value, is_unreserved};
+
 /// What to do with `.` and `..` path segments.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -170,20 +172,6 @@ fn decode(path: &[u8]) -> Result<String, PathError> {
         i += 1;
     }
     Ok(out)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// RFC 3986 unreserved characters: percent-encoding them changes nothing, so they are decoded.
-fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 
 #[cfg(test)]

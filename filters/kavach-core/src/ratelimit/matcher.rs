@@ -5,19 +5,7 @@
 //! limit by spelling a path differently from how the service will read it.
 
 pub use crate::path_glob::PathPattern;
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+use crate::text::{hex_value, is_unreserved};
 
 /// The path of a request target in canonical form: query and fragment dropped, percent-encoded
 /// unreserved characters decoded (`%6F` is `o`), other escapes kept with upper-case hex (`%2f`

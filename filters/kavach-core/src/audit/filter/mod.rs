@@ -14,7 +14,7 @@ use crate::detect::redact;
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use crate::headers::{names_with_alias_prefix, single, Single};
 use crate::host::{HeaderMap, Host, HostExt, LogLevel, MetricKind};
-use crate::text::{hex, sanitize};
+use crate::text::{hex, is_uuid, sanitize};
 use crate::time::{rfc3339, unix_nanos};
 
 /// Longest path, authority or identity kept in a record before the size cap applies.
@@ -530,14 +530,6 @@ fn fit(record: &mut Record) -> bool {
     }
     record.truncated = true;
     true
-}
-
-fn is_uuid(v: &[u8]) -> bool {
-    v.len() == 36
-        && v.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
 }
 
 impl HttpFilter for AuditStream {
