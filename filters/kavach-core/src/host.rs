@@ -134,13 +134,45 @@ pub trait HostExt: Host {
 
 impl<H: Host + ?Sized> HostExt for H {}
 
+/// Envoy's shared data, in memory: values with a compare-and-swap token, as proxy-wasm defines
+/// them. A write with a token succeeds only while the token is current; a write to a key that
+/// does not exist yet ignores the token (as Envoy does). For hosts outside Envoy.
+#[derive(Debug, Default)]
+pub struct SharedMemory {
+    pub entries: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl SharedMemory {
+    pub fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.entries.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    pub fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        let mut entries = self.entries.borrow_mut();
+        let current = entries.get(key).map(|(_, c)| *c);
+        if let (Some(expected), Some(now)) = (cas, current) {
+            if expected != 0 && expected != now {
+                return Err(SharedDataError::CasMismatch);
+            }
+        }
+        entries.insert(
+            key.to_string(),
+            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
+        );
+        Ok(())
+    }
+}
+
 /// A host for checking configuration outside Envoy (the `kavach validate` command runs each
 /// filter's configure step against it): it answers no property, holds no request, and keeps
 /// shared data in memory (with compare-and-swap) so configure steps that prepare shared state
 /// behave as in Envoy.
 #[derive(Debug, Default)]
 pub struct NullHost {
-    shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    shared: SharedMemory,
 }
 
 impl Host for NullHost {
@@ -173,24 +205,10 @@ impl Host for NullHost {
     fn increment_metric(&self, _id: u32, _offset: i64) {}
     fn record_metric(&self, _id: u32, _value: u64) {}
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.shared.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        }
+        self.shared.get(key)
     }
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        let mut shared = self.shared.borrow_mut();
-        let current = shared.get(key).map(|(_, c)| *c);
-        if let (Some(expected), Some(now)) = (cas, current) {
-            if expected != 0 && expected != now {
-                return Err(SharedDataError::CasMismatch);
-            }
-        }
-        shared.insert(
-            key.to_string(),
-            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
-        );
-        Ok(())
+        self.shared.set(key, value, cas)
     }
     fn http_call(&self, _c: &str, _h: &[(&str, &str)], _b: &[u8], _t: Duration) -> Option<u32> {
         None

@@ -277,7 +277,7 @@ fn thousands_of_hostile_requests_never_panic_the_whole_chain() {
     for i in 0..3000 {
         let host = request(&mut rng);
         // The shared data (rate-limit table, metric budgets) persists across requests, as in a VM.
-        *host.shared.borrow_mut() = std::mem::take(&mut *setup.shared.borrow_mut());
+        *host.shared.entries.borrow_mut() = std::mem::take(&mut *setup.shared.entries.borrow_mut());
         let mut s = root.new_stream();
         let eos = rng.below(2) == 0;
         if s.on_request_headers(&host, eos) == Flow::Stop && host.reply.borrow().is_none() {
@@ -312,7 +312,7 @@ fn thousands_of_hostile_requests_never_panic_the_whole_chain() {
         } else {
             passed += 1;
         }
-        *setup.shared.borrow_mut() = std::mem::take(&mut *host.shared.borrow_mut());
+        *setup.shared.entries.borrow_mut() = std::mem::take(&mut *host.shared.entries.borrow_mut());
     }
     eprintln!("3000 hostile requests: {passed} passed, local replies by status {replies:?}");
     // The generator must actually reach the refusals, or the test proves little.
@@ -453,7 +453,8 @@ fn hostile_service_answers_never_panic_the_whole_chain() {
         };
         for i in 0..600 {
             let host = request(&mut rng);
-            *host.shared.borrow_mut() = std::mem::take(&mut *setup.shared.borrow_mut());
+            *host.shared.entries.borrow_mut() =
+                std::mem::take(&mut *setup.shared.entries.borrow_mut());
             let mut s = root.new_stream();
             let mut flow = s.on_request_headers(&host, rng.below(2) == 0);
             let call = u32::try_from(host.grpc_calls.borrow().len()).unwrap_or(0);
@@ -492,7 +493,8 @@ fn hostile_service_answers_never_panic_the_whole_chain() {
                 }
                 None => passed += 1,
             }
-            *setup.shared.borrow_mut() = std::mem::take(&mut *host.shared.borrow_mut());
+            *setup.shared.entries.borrow_mut() =
+                std::mem::take(&mut *host.shared.entries.borrow_mut());
         }
     }
     eprintln!("1800 requests, {asked} asked the service: {passed} passed, replies {replies:?}");

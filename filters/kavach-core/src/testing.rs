@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError};
+use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError, SharedMemory};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -22,7 +22,7 @@ pub struct MockHost {
     pub reply: RefCell<Option<LocalReply>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
-    pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    pub shared: SharedMemory,
     pub calls: RefCell<Vec<(String, Vec<u8>)>>,
     pub call_status: Cell<Option<u32>>,
     pub random_counter: Cell<u8>,
@@ -184,22 +184,11 @@ impl Host for MockHost {
     }
 
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.shared.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        }
+        self.shared.get(key)
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        let mut shared = self.shared.borrow_mut();
-        let current = shared.get(key).map_or(0, |(_, c)| *c);
-        if let Some(expected) = cas {
-            if expected != 0 && expected != current {
-                return Err(SharedDataError::CasMismatch);
-            }
-        }
-        shared.insert(key.to_string(), (value.to_vec(), current + 1));
-        Ok(())
+        self.shared.set(key, value, cas)
     }
 
     fn http_call(

@@ -485,7 +485,7 @@ fn a_full_table_refuses_new_clients_and_says_why() {
         refused
     );
     // Memory: the table and the seed, nothing per key.
-    assert_eq!(host.shared.borrow().len(), 65);
+    assert_eq!(host.shared.entries.borrow().len(), 65);
 }
 
 #[test]
@@ -515,7 +515,7 @@ fn route_and_principal_keys() {
 fn configuring_makes_the_table_and_refuses_bad_configs() {
     let host = MockHost::new();
     let _r = root(&rule(r#","slots":128"#), &host);
-    assert_eq!(host.shared.borrow().len(), 129);
+    assert_eq!(host.shared.entries.borrow().len(), 129);
     assert!(
         host.logs
             .borrow()
@@ -694,7 +694,7 @@ fn when_the_service_fails_the_failure_mode_decides() {
             1
         );
         assert_eq!(
-            host.shared.borrow().len(),
+            host.shared.entries.borrow().len(),
             1,
             "deny keeps no local buckets (seed only)"
         );
