@@ -78,10 +78,15 @@ impl Decision {
 
 /// Publishes `decision` for the current request.
 pub fn publish(host: &dyn Host, decision: &Decision) {
-    let name = format!("{PROPERTY_PREFIX}{}", decision.filter);
     if let Ok(json) = serde_json::to_vec(decision) {
-        host.set_property(&[name.as_str()], &json);
+        publish_json(host, &decision.filter, &json);
     }
+}
+
+/// Publishes a decision the filter has already serialised (to check its size, say).
+pub fn publish_json(host: &dyn Host, filter: &str, json: &[u8]) {
+    let name = format!("{PROPERTY_PREFIX}{filter}");
+    host.set_property(&[name.as_str()], json);
 }
 
 /// What the audit filter found under one filter's name.

@@ -143,7 +143,9 @@ struct DenyBody<'a> {
 }
 
 impl PciAuthzStream {
-    fn decision(&self, ev: &Evaluation) -> Decision {
+    /// The decision as published: JSON of at most MAX_DECISION_BYTES (the audit filter refuses
+    /// larger ones), the detail shortened until it fits.
+    fn decision_json(&self, ev: &Evaluation) -> Vec<u8> {
         let cfg = &self.shared.cfg;
         let mut d = Decision::new(PciAuthzFactory::NAME, Outcome::Allow);
         d.policy_version = Some(cfg.policy_version.clone());
@@ -157,15 +159,15 @@ impl PciAuthzStream {
                 d.reason = Some(reason.to_string());
             }
         }
-        // The audit filter refuses decisions over MAX_DECISION_BYTES: shorten until it fits.
         for limit in [MAX_DETAIL_BYTES, 64] {
             d.detail = detail(ev, limit);
-            if serde_json::to_vec(&d).is_ok_and(|j| j.len() <= MAX_DECISION_BYTES) {
-                return d;
+            match serde_json::to_vec(&d) {
+                Ok(json) if json.len() <= MAX_DECISION_BYTES => return json,
+                _ => {}
             }
         }
         d.detail.clear();
-        d
+        serde_json::to_vec(&d).unwrap_or_default()
     }
 
     fn reply(&self, host: &dyn Host, reason: DenyReason) {
@@ -218,7 +220,7 @@ impl HttpFilter for PciAuthzStream {
         let headers = host.headers(HeaderMap::Request);
         let now = i64::try_from(unix_nanos(host.now())).unwrap_or(i64::MAX);
         let ev = evaluate(cfg, &headers, peer_principal(host), now);
-        decision::publish(host, &self.decision(&ev));
+        decision::publish_json(host, PciAuthzFactory::NAME, &self.decision_json(&ev));
         let metrics = &self.shared.metrics;
         match (ev.verdict, cfg.mode) {
             (Verdict::Allow { rule }, _) => {
