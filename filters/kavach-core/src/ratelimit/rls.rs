@@ -111,9 +111,14 @@ fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
 /// Encodes a `RateLimitRequest`. Each descriptor carries its own `hits_addend` when it is not 1;
 /// the request-level `hits_addend` is set when every descriptor counts the same (servers that
 /// predate per-descriptor hits read that one).
-pub fn encode_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + descriptors.len() * 64);
+pub fn encode_request<'a, I>(domain: &str, descriptors: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a Descriptor>,
+{
+    let mut out = Vec::with_capacity(128);
     put_bytes(&mut out, 1, domain.as_bytes());
+    let mut hits = None;
+    let mut uniform = true;
     for d in descriptors {
         let mut desc = Vec::with_capacity(64);
         for (k, v) in &d.entries {
@@ -128,12 +133,12 @@ pub fn encode_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
             put_bytes(&mut desc, 3, &wrapped);
         }
         put_bytes(&mut out, 2, &desc);
+        uniform &= hits.is_none_or(|h| h == d.hits);
+        hits = Some(d.hits);
     }
-    if let Some(first) = descriptors.first() {
-        let uniform = descriptors.iter().all(|d| d.hits == first.hits);
-        if uniform && first.hits != 1 {
-            put_uint(&mut out, 3, first.hits.min(u64::from(u32::MAX)));
-        }
+    match hits {
+        Some(h) if uniform && h != 1 => put_uint(&mut out, 3, h.min(u64::from(u32::MAX))),
+        _ => {}
     }
     out
 }

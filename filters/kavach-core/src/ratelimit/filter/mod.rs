@@ -635,8 +635,7 @@ impl RateLimitStream {
         let Some(service) = cfg.service.as_ref() else {
             return self.resolve(host, hits, p, Err(ServiceFailure::NotStarted));
         };
-        let descriptors: Vec<Descriptor> = hits.iter().map(|h| h.descriptor.clone()).collect();
-        let message = encode_request(&service.domain, &descriptors);
+        let message = encode_request(&service.domain, hits.iter().map(|h| &h.descriptor));
         let timeout = Duration::from_millis(service.timeout_ms);
         match host.grpc_call(&service.cluster, SERVICE, METHOD, &message, timeout) {
             Some(token) => {
