@@ -93,6 +93,88 @@ def native(name, type_url, config):
     return {"name": name, "typed_config": {"@type": type_url, **config}}
 
 
+class Chain(list):
+    """A variant's HTTP filters, with the JSON format of a file access log the variant adds to the
+    HTTP connection manager (None: no access log beyond the one the audit filter needs)."""
+
+    def __init__(self, filters, access_log_format=None):
+        super().__init__(filters)
+        self.access_log_format = access_log_format
+
+
+# What a native or Lua setup would log per request to stand in for Kavach's audit record.
+AUDIT_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "audit_id": "%REQ(X-AUDIT-ID)%",
+    "audit_timestamp": "%REQ(X-AUDIT-TIMESTAMP)%",
+    "audit_source": "%REQ(X-AUDIT-SOURCE)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "response_code": "%RESPONSE_CODE%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "route_name": "%ROUTE_NAME%",
+}
+
+# The Lua equivalent of native-chain's three filters in one script: RBAC's policy (path prefix and
+# principal), a per-client-address request count in a table reset every second as a crude rate
+# limit, and the three audit headers.
+LUA_CHAIN = """
+local RULES = {}
+for i = 0, 19 do
+  RULES[#RULES + 1] = {"/v1/team" .. i .. "/", "spiffe://bank.local/ns/team" .. i .. "/sa/api"}
+end
+RULES[#RULES + 1] = {"/v1/cards/", nil}
+local LIMIT = 1000000000
+local window, counts = 0, {}
+
+local function principal(h)
+  local ssl = h:streamInfo():downstreamSslConnection()
+  if ssl == nil then return false end
+  local sans = ssl:uriSanPeerCertificate()
+  return sans and sans[1] or false
+end
+
+function envoy_on_request(h)
+  local headers = h:headers()
+  local path = headers:get(":path") or ""
+  local allowed, who = false, nil
+  for _, rule in ipairs(RULES) do
+    local prefix = rule[1]
+    if path:sub(1, #prefix) == prefix then
+      if rule[2] == nil then allowed = true break end
+      if who == nil then who = principal(h) end
+      if who == rule[2] then allowed = true break end
+    end
+  end
+  if not allowed then
+    h:respond({[":status"] = "403"}, "RBAC: access denied")
+    return
+  end
+  local source = h:streamInfo():downstreamRemoteAddress()
+  local client = source:match("^(.*):%d+$") or source
+  local ms = h:timestamp()
+  local second = math.floor(ms / 1000)
+  if second ~= window then window, counts = second, {} end
+  local n = (counts[client] or 0) + 1
+  counts[client] = n
+  if n > LIMIT then
+    h:respond({[":status"] = "429"}, "local_rate_limited")
+    return
+  end
+  headers:replace("x-audit-id", headers:get("x-request-id") or "")
+  headers:replace("x-audit-timestamp", os.date("!%Y-%m-%dT%H:%M:%S", second) .. string.format(".%03dZ", ms % 1000))
+  headers:replace("x-audit-source", source)
+end
+"""
+
+
 def variants(noop_wasm):
     chain = available_filters()
     v = {
@@ -109,22 +191,24 @@ def variants(noop_wasm):
         # The same bundle after `wasm-opt -O3`: does the post-link optimiser buy speed or size?
         v["chain-bundle-wasm-opt"] = [wasm_filter("kavach.bundle", opt,
                                                   {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
-    v["native-rbac"] = [native("envoy.filters.http.rbac",
-                               "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                               {"rules": {"action": "ALLOW", "policies": {
-                                   f"p{i}": {"permissions": [{"url_path": {"path": {"prefix": f"/v1/team{i}/"}}}],
-                                             "principals": [{"authenticated": {"principal_name": {
-                                                 "exact": f"spiffe://bank.local/ns/team{i}/sa/api"}}}]}
-                                   for i in range(20)} | {"cards": {
-                                       "permissions": [{"url_path": {"path": {"prefix": "/v1/cards/"}}}],
-                                       "principals": [{"any": True}]}}}})]
-    v["native-local-ratelimit"] = [native("envoy.filters.http.local_ratelimit",
-                                          "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-                                          {"stat_prefix": "bench",
-                                           "token_bucket": {"max_tokens": 100000000, "tokens_per_fill": 100000000,
-                                                            "fill_interval": "1s"},
-                                           "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-                                           "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}})]
+    rbac = native("envoy.filters.http.rbac",
+                  "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                  {"rules": {"action": "ALLOW", "policies": {
+                      f"p{i}": {"permissions": [{"url_path": {"path": {"prefix": f"/v1/team{i}/"}}}],
+                                "principals": [{"authenticated": {"principal_name": {
+                                    "exact": f"spiffe://bank.local/ns/team{i}/sa/api"}}}]}
+                      for i in range(20)} | {"cards": {
+                          "permissions": [{"url_path": {"path": {"prefix": "/v1/cards/"}}}],
+                          "principals": [{"any": True}]}}}})
+    local_ratelimit = native("envoy.filters.http.local_ratelimit",
+                             "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                             {"stat_prefix": "bench",
+                              "token_bucket": {"max_tokens": 100000000, "tokens_per_fill": 100000000,
+                                               "fill_interval": "1s"},
+                              "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+                              "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}})
+    v["native-rbac"] = [rbac]
+    v["native-local-ratelimit"] = [local_ratelimit]
     v["native-header-mutation"] = [native("envoy.filters.http.header_mutation",
                                           "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
                                           {"mutations": {"request_mutations": [{"append": {
@@ -136,10 +220,24 @@ def variants(noop_wasm):
                            "function envoy_on_request(h)\n"
                            "  local seen = h:headers():get('x-bench')\n"
                            "  h:headers():replace('x-noop', seen and '1' or '0')\nend\n"}})]
+    # The closest native setup to Kavach's controls: RBAC, a local rate limit, audit headers and a
+    # JSON access log of every request; then the same in one Lua filter with the same access log.
+    audit_headers = native("envoy.filters.http.header_mutation",
+                           "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                           {"mutations": {"request_mutations": [
+                               {"append": {"header": {"key": key, "value": value},
+                                           "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+                               for key, value in (("x-audit-id", "%REQ(x-request-id)%"),
+                                                  ("x-audit-timestamp", "%START_TIME%"),
+                                                  ("x-audit-source", "%DOWNSTREAM_REMOTE_ADDRESS%"))]}})
+    v["native-chain"] = Chain([rbac, local_ratelimit, audit_headers], AUDIT_LOG_FORMAT)
+    v["lua-chain"] = Chain([native("envoy.filters.http.lua",
+                                   "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                   {"default_source_code": {"inline_string": LUA_CHAIN}})], AUDIT_LOG_FORMAT)
     return v
 
 
-def bootstrap(http_filters, admin_port, port, access_log):
+def bootstrap(http_filters, admin_port, port, access_log, log_format=None):
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
            "stat_prefix": "bench",
            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
@@ -149,7 +247,8 @@ def bootstrap(http_filters, admin_port, port, access_log):
         hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": access_log,
-            "log_format": {"text_format_source": {"inline_string": "%FILTER_STATE(wasm.kavach.audit.record:PLAIN)%\n"}}}}]
+            "log_format": log_format or {"text_format_source": {
+                "inline_string": "%FILTER_STATE(wasm.kavach.audit.record:PLAIN)%\n"}}}}]
     return {"node": {"id": "bench", "cluster": "bench", "metadata": {"region": "in-west"}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {
@@ -165,15 +264,19 @@ def free_port():
 
 
 class Envoy:
-    def __init__(self, envoy_bin, filters, workers, core, tmp):
+    def __init__(self, envoy_bin, filters, workers, core, tmp, log_level="error"):
         self.admin, self.port = free_port(), free_port()
         self.dir = pathlib.Path(tempfile.mkdtemp(dir=tmp))
         log = self.dir / "audit.log"
         cfg = self.dir / "envoy.json"
         uses_audit = any("kavach.audit" in json.dumps(f) or "kavach.bundle" in f["name"] for f in filters)
-        cfg.write_text(json.dumps(bootstrap(filters, self.admin, self.port, str(log) if uses_audit else None)))
+        json_format = getattr(filters, "access_log_format", None)
+        self.access_log = log if uses_audit or json_format else None
+        cfg.write_text(json.dumps(bootstrap(list(filters), self.admin, self.port,
+                                            str(log) if self.access_log else None,
+                                            {"json_format": json_format} if json_format else None)))
         cmd = ["taskset", "-c", core, envoy_bin, "-c", str(cfg), "--concurrency", str(workers),
-               "--disable-hot-restart", "-l", "error"]
+               "--disable-hot-restart", "-l", log_level]
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "envoy.log", "w"))
         while True:
@@ -227,7 +330,8 @@ def wrk(port, seconds, core, conns, script=None):
 
 
 def latency(port, rate, seconds, core, tmp):
-    """p50/p99 in microseconds at a fixed offered load (h2load --rps over HTTP/1.1)."""
+    """p50/p99 in microseconds at a fixed offered load (h2load --rps over HTTP/1.1), and the number
+    of requests h2load logged."""
     clients = 4
     log = pathlib.Path(tmp) / f"h2load-{port}.log"
     n = rate * seconds
@@ -239,8 +343,8 @@ def latency(port, rate, seconds, core, tmp):
     times = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
     log.unlink()
     if not times:
-        return None, None
-    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+        return None, None, 0
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))], len(times)
 
 
 WRK_UNIQUE = """
@@ -330,8 +434,8 @@ def main():
     names = [n for n in all_variants if not args.only or n in args.only.split(",")]
     if "baseline" not in names:
         names.insert(0, "baseline")
-    rows = {n: {"rps": [], "ratio": [], "cpu_us": [], "startup_s": [], "rss_kib": [], "p50": [], "p99": [],
-                "errors": 0} for n in names}
+    rows = {n: {"rps": [], "ratio": [], "cpu_us": [], "cpu_rate_us": [], "startup_s": [], "rss_kib": [],
+                "p50": [], "p99": [], "errors": 0} for n in names}
     for rnd in range(args.rounds):
         order = names if rnd % 2 == 0 else list(reversed(names))  # interleave, alternate direction
         base_rps = None
@@ -342,10 +446,15 @@ def main():
                 t0 = e.cpu_ticks()
                 reqs, errs = wrk(e.port, args.seconds, load_core, args.connections)
                 t1 = e.cpu_ticks()
-                p50, p99 = latency(e.port, args.rate, 5, load_core, tmp)
+                # Envoy's CPU per request at the fixed rate too: ticks are 10 ms, so over the whole
+                # run (5 s, 10 000 requests at 2000 req/s: one tick is 1 us per request).
+                p50, p99, done = latency(e.port, args.rate, 5, load_core, tmp)
+                t2 = e.cpu_ticks()
                 r = rows[name]
                 r["rps"].append(reqs / args.seconds)
                 r["cpu_us"].append((t1 - t0) / TICK * 1e6 / max(reqs, 1))
+                if done:
+                    r["cpu_rate_us"].append((t2 - t1) / TICK * 1e6 / done)
                 r["startup_s"].append(e.startup_s)
                 r["rss_kib"].append(e.rss_kib())
                 r["errors"] += errs
@@ -353,7 +462,8 @@ def main():
                     r["p50"].append(p50)
                     r["p99"].append(p99)
                 print(f"round {rnd + 1} {name:24s} {reqs / args.seconds:9.0f} req/s "
-                      f"{r['cpu_us'][-1]:6.1f} us/req p50 {p50} p99 {p99} us", file=sys.stderr)
+                      f"{r['cpu_us'][-1]:6.1f} us/req p50 {p50} p99 {p99} us"
+                      + (f" {r['cpu_rate_us'][-1]:6.1f} us/req at rate" if done else ""), file=sys.stderr)
             finally:
                 e.stop()
         # Ratios against this round's baseline.
@@ -374,7 +484,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     med = statistics.median
     header = ["variant", "req/s", "ratio", "envoy CPU us/req", "added us/req", "p50 us", "p99 us",
-              "RSS MiB", "startup s", "wasm KiB", "errors"]
+              "CPU us/req at rate", "RSS MiB", "startup s", "wasm KiB", "errors"]
     base_cpu = med(rows["baseline"]["cpu_us"])
     table = []
     for name in names:
@@ -385,6 +495,7 @@ def main():
         table.append([name, f"{med(r['rps']):.0f}", f"{med(r['ratio']):.2f}", f"{med(r['cpu_us']):.1f}",
                       f"{med(r['cpu_us']) - base_cpu:+.1f}",
                       f"{med(r['p50']):.0f}" if r["p50"] else "-", f"{med(r['p99']):.0f}" if r["p99"] else "-",
+                      f"{med(r['cpu_rate_us']):.1f}" if r["cpu_rate_us"] else "-",
                       f"{med(r['rss_kib']) / 1024:.1f}", f"{med(r['startup_s']):.2f}",
                       f"{size / 1024:.0f}" if size else "-", str(r["errors"])])
     with open(f"{out}.csv", "w", newline="") as fh:
@@ -408,7 +519,11 @@ router; {args.rounds} interleaved rounds (the order reverses every round), {args
 measured per variant and round; medians reported. `ratio` is req/s over the same round's
 baseline; `envoy CPU us/req` is Envoy's own CPU time (from /proc, so the load generator's share
 is excluded) per request, `added` its difference to the baseline; p50/p99 are measured by
-h2load at a fixed {args.rate} req/s (below saturation for every variant); RSS after the load.
+h2load at a fixed {args.rate} req/s (below saturation for every variant), and `CPU us/req at rate`
+is Envoy's CPU time per request during that fixed-rate run (over the whole run: /proc counts in
+10 ms ticks); RSS after the load. `native-chain` is Envoy's RBAC, local_ratelimit and
+header_mutation (three audit headers) with a JSON file access log of every request;
+`lua-chain` is the same access log and one Lua filter doing that work.
 
 """
     text = header_text + "\n".join(md) + "\n"
