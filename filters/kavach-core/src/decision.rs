@@ -76,17 +76,43 @@ impl Decision {
     }
 }
 
-/// Publishes `decision` for the current request.
+/// Publishes `decision` for the current request to filter state, as JSON of at most
+/// [`MAX_DECISION_BYTES`] (the audit filter refuses larger ones): detail values are shortened,
+/// then dropped, until it fits.
 pub fn publish(host: &dyn Host, decision: &Decision) {
-    if let Ok(json) = serde_json::to_vec(decision) {
-        publish_json(host, &decision.filter, &json);
-    }
+    let Some(json) = fitted_json(decision) else {
+        return;
+    };
+    let name = format!("{PROPERTY_PREFIX}{}", decision.filter);
+    host.set_property(&[name.as_str()], &json);
 }
 
-/// Publishes a decision the filter has already serialised (to check its size, say).
-pub fn publish_json(host: &dyn Host, filter: &str, json: &[u8]) {
-    let name = format!("{PROPERTY_PREFIX}{filter}");
-    host.set_property(&[name.as_str()], json);
+/// Longest detail value after a decision had to be shortened to fit.
+const FITTED_DETAIL_BYTES: usize = 64;
+
+fn fitted_json(decision: &Decision) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(decision).ok()?;
+    if json.len() <= MAX_DECISION_BYTES {
+        return Some(json);
+    }
+    let mut d = decision.clone();
+    for (_, v) in d.detail.iter_mut() {
+        if v.len() > FITTED_DETAIL_BYTES {
+            let mut end = FITTED_DETAIL_BYTES;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v.truncate(end);
+            v.push_str("...");
+        }
+    }
+    match serde_json::to_vec(&d) {
+        Ok(json) if json.len() <= MAX_DECISION_BYTES => Some(json),
+        _ => {
+            d.detail.clear();
+            serde_json::to_vec(&d).ok()
+        }
+    }
 }
 
 /// What the audit filter found under one filter's name.
@@ -99,9 +125,12 @@ pub enum Published {
     },
 }
 
-/// Reads every published decision of the current request.
+/// Every decision of the current request, taken for the audit record.
 pub fn collect(host: &dyn Host) -> Vec<Published> {
-    FILTERS.iter().filter_map(|f| read(host, f)).collect()
+    FILTERS
+        .iter()
+        .filter_map(|f| host.decision(f, true))
+        .collect()
 }
 
 /// The decision `filter` published for this request, if any.

@@ -4,6 +4,7 @@
 //! configured order. Neither knows what any filter does.
 
 use crate::config::ConfigError;
+use crate::context::Sharing;
 use crate::host::Host;
 
 /// What the host should do after a callback.
@@ -73,6 +74,12 @@ pub trait FilterRoot {
     /// How often [`FilterRoot::on_tick`] should run; None for never.
     fn tick_period_ms(&self) -> Option<u64> {
         None
+    }
+
+    /// What this root's filters keep in memory instead of publishing to filter state (the
+    /// bundle's chain, unless told to publish); a single filter publishes everything.
+    fn sharing(&self) -> Sharing {
+        Sharing::PUBLISH
     }
 
     /// A response to an HTTP call this root started. Returns false when the token is not its own.

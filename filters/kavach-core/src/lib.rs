@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod chain;
 pub mod config;
+pub mod context;
 pub mod decision;
 pub mod detect;
 pub mod filter;

@@ -113,6 +113,13 @@ fn profile_bench_chain() {
         s.on_log(&host);
         assert!(host.inner.reply.borrow_mut().take().is_none());
     }
+    if let Some(record) = host.inner.properties.borrow().get("kavach.audit.record") {
+        println!(
+            "last record ({} bytes): {}",
+            record.len(),
+            String::from_utf8_lossy(record)
+        );
+    }
     let calls = host.calls.borrow();
     let total: u64 = calls.values().sum();
     println!("host calls per request ({requests} requests):");

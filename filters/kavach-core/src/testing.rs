@@ -4,7 +4,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError, SharedMemory};
+use crate::host::{
+    HeaderMap, Headers, Host, HostLayer, LogLevel, MetricKind, SharedDataError, SharedMemory,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -239,6 +241,9 @@ impl Host for MockHost {
     fn resume_request(&self) {
         self.resumed.set(self.resumed.get() + 1);
     }
+    fn as_dyn(&self) -> &dyn Host {
+        self
+    }
 }
 
 /// A host that counts its calls by kind (and, for properties, by path).
@@ -265,7 +270,11 @@ impl CountingHost {
     }
 }
 
-impl Host for CountingHost {
+impl HostLayer for CountingHost {
+    fn inner(&self) -> &dyn Host {
+        &self.inner
+    }
+
     fn now(&self) -> SystemTime {
         self.count("now");
         self.inner.now()
@@ -306,9 +315,6 @@ impl Host for CountingHost {
         self.count("request_body");
         self.inner.request_body(start, max_size)
     }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        self.inner.define_metric(kind, name)
-    }
     fn increment_metric(&self, id: u32, offset: i64) {
         self.count("increment_metric");
         self.inner.increment_metric(id, offset)
@@ -329,20 +335,8 @@ impl Host for CountingHost {
         self.count("http_call");
         self.inner.http_call(c, h, b, t)
     }
-    fn http_call_status(&self) -> Option<u32> {
-        self.inner.http_call_status()
-    }
-    fn set_tick_period(&self, period: Duration) {
-        self.inner.set_tick_period(period)
-    }
     fn grpc_call(&self, c: &str, s: &str, m: &str, b: &[u8], t: Duration) -> Option<u32> {
         self.count("grpc_call");
         self.inner.grpc_call(c, s, m, b, t)
-    }
-    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
-        self.inner.grpc_response(max_size)
-    }
-    fn resume_request(&self) {
-        self.inner.resume_request()
     }
 }

@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kavach_core::config::ConfigError;
+use kavach_core::context::ContextStream;
 use kavach_core::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use kavach_core::host::{Host, LogLevel};
 use proxy_wasm::hostcalls;
@@ -129,7 +130,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let inner = self.inner.as_ref().map(|r| r.new_stream());
+        let inner = self.inner.as_ref().map(|r| ContextStream::new(r.as_ref()));
         Some(Box::new(Stream { inner }))
     }
 
@@ -140,7 +141,7 @@ impl RootContext for Root {
 
 struct Stream {
     /// None only if a request arrives at an unconfigured root: refused, never passed through.
-    inner: Option<Box<dyn HttpFilter>>,
+    inner: Option<ContextStream>,
 }
 
 fn action(flow: Flow) -> Action {

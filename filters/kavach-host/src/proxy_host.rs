@@ -144,4 +144,8 @@ impl Host for ProxyHost {
     fn resume_request(&self) {
         let _ = hostcalls::resume_http_request();
     }
+
+    fn as_dyn(&self) -> &dyn Host {
+        self
+    }
 }

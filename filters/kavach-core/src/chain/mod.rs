@@ -17,11 +17,9 @@
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError, FieldPath};
+use crate::context::Sharing;
 use crate::filter::{FilterRoot, Flow, HttpFilter};
 use crate::host::Host;
-
-mod cached_host;
-use cached_host::CallbackHost;
 
 /// Builds a filter root from its configuration bytes.
 pub type Configure = fn(&[u8], &dyn Host) -> Result<Box<dyn FilterRoot>, ConfigError>;
@@ -37,6 +35,11 @@ pub const MAX_FILTERS: usize = 16;
 #[serde(deny_unknown_fields)]
 struct ChainJson {
     chain: Vec<LinkJson>,
+    /// Also publish every decision and the audit id to filter state (for access-log fields,
+    /// or a Kavach filter outside the bundle that reads them, such as a residency recheck
+    /// stage). Off: the filters of the chain hand them over in memory.
+    #[serde(default)]
+    publish_decisions: bool,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -63,6 +66,7 @@ pub fn configure(
         return Err(at.error(format!("at most {MAX_FILTERS} filters")));
     }
     let mut roots: Vec<Box<dyn FilterRoot>> = Vec::new();
+    let publish = json.publish_decisions;
     for (i, link) in json.chain.into_iter().enumerate() {
         let link_at = at.index(i);
         let Some((_, build)) = registry.iter().find(|(n, _)| *n == link.filter) else {
@@ -90,7 +94,7 @@ pub fn configure(
         })?;
         roots.push(root);
     }
-    Ok(Box::new(ChainRoot::new(roots)))
+    Ok(Box::new(ChainRoot::new(roots, publish)))
 }
 
 struct Timer {
@@ -102,6 +106,7 @@ pub struct ChainRoot {
     roots: Vec<Box<dyn FilterRoot>>,
     timers: Vec<Option<Timer>>,
     tick_ms: Option<u64>,
+    sharing: Sharing,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -113,7 +118,13 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 impl ChainRoot {
-    fn new(roots: Vec<Box<dyn FilterRoot>>) -> Self {
+    fn new(roots: Vec<Box<dyn FilterRoot>>, publish: bool) -> Self {
+        let sharing = if publish {
+            Sharing::PUBLISH
+        } else {
+            let names: Vec<&str> = roots.iter().map(|r| r.name()).collect();
+            Sharing::in_memory(&names)
+        };
         let timers: Vec<Option<Timer>> = roots
             .iter()
             .map(|r| {
@@ -129,6 +140,7 @@ impl ChainRoot {
             roots,
             timers,
             tick_ms,
+            sharing,
         }
     }
 }
@@ -151,6 +163,10 @@ impl FilterRoot for ChainRoot {
 
     fn tick_period_ms(&self) -> Option<u64> {
         self.tick_ms
+    }
+
+    fn sharing(&self) -> Sharing {
+        self.sharing
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
@@ -212,34 +228,32 @@ impl ChainStream {
 
 impl HttpFilter for ChainStream {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        let host = CallbackHost::new(host);
         self.passed = 0;
         self.headers_eos = end_of_stream;
         self.body = None;
         self.trailers = false;
-        self.run_headers(&host, end_of_stream)
+        self.run_headers(host, end_of_stream)
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        self.request_body(&CallbackHost::new(host), body_size, end_of_stream)
+        self.request_body(host, body_size, end_of_stream)
     }
 
     fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
-        self.request_trailers(&CallbackHost::new(host))
+        self.request_trailers(host)
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        self.response_headers(&CallbackHost::new(host), end_of_stream)
+        self.response_headers(host, end_of_stream)
     }
 
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) -> Flow {
-        self.grpc_response(&CallbackHost::new(host), token, status, size)
+        self.grpc_response(host, token, status, size)
     }
 
     fn on_log(&mut self, host: &dyn Host) {
-        let host = CallbackHost::new(host);
         for f in &mut self.filters {
-            f.on_log(&host);
+            f.on_log(host);
         }
     }
 }

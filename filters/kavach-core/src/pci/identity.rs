@@ -2,7 +2,7 @@
 //! vouches for in `x-forwarded-client-cert`.
 
 use crate::headers::{single, Single};
-use crate::host::{Headers, Host};
+use crate::host::{Fact, Headers, Host};
 
 /// Property holding the URI SAN of the verified peer certificate.
 pub const PEER_PRINCIPAL_PROPERTY: [&str; 2] = ["connection", "uri_san_peer_certificate"];
@@ -35,9 +35,8 @@ pub struct AmbiguousIdentity;
 
 /// The verified peer's URI SAN: None when absent, empty or not UTF-8.
 pub fn peer_principal(host: &dyn Host) -> Option<String> {
-    host.property(&PEER_PRINCIPAL_PROPERTY)
-        .filter(|v| !v.is_empty())
-        .and_then(|v| String::from_utf8(v).ok())
+    host.fact(Fact::PeerPrincipal)
+        .and_then(|v| std::str::from_utf8(&v).ok().map(str::to_string))
 }
 
 /// Decides the identity of a request whose direct peer is `peer`.

@@ -8,9 +8,9 @@ use super::config::{metric_name, Mode, PciConfig};
 use super::evaluate::{evaluate, DenyReason, Evaluation, Verdict};
 use super::identity::peer_principal;
 use crate::config::ConfigError;
-use crate::decision::{self, Decision, Outcome, AUDIT_ID_PROPERTY, MAX_DECISION_BYTES};
+use crate::decision::{Decision, Outcome};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
-use crate::host::{HeaderMap, Host, LogLevel, MetricKind};
+use crate::host::{Counter, HeaderMap, Host, LogLevel};
 use crate::text::sanitize;
 use crate::time::unix_nanos;
 
@@ -35,16 +35,16 @@ impl FilterFactory for PciAuthzFactory {
 /// Counter ids, defined once per configuration (their number is bounded by the policy size).
 struct Metrics {
     /// `kavach_pci_allow_total.rule.<rule>`, by rule index.
-    allow: Vec<Option<u32>>,
+    allow: Vec<Counter>,
     /// `kavach_pci_deny_total.reason.<kind>`, for every [`DenyReason::KINDS`].
-    deny: Vec<(&'static str, Option<u32>)>,
+    deny: Vec<(&'static str, Counter)>,
     /// `kavach_pci_shadow_deny_total`.
-    shadow_deny: Option<u32>,
+    shadow_deny: Counter,
 }
 
 impl Metrics {
     fn define(host: &dyn Host, cfg: &PciConfig) -> Self {
-        let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
+        let counter = |name: &str| Counter::define(host, name);
         Metrics {
             allow: cfg
                 .rules
@@ -64,18 +64,13 @@ impl Metrics {
         }
     }
 
-    fn deny_id(&self, reason: DenyReason) -> Option<u32> {
+    fn deny(&self, reason: DenyReason) -> Counter {
         let kind = reason.kind();
         self.deny
             .iter()
             .find(|(k, _)| *k == kind)
-            .and_then(|(_, id)| *id)
-    }
-}
-
-fn bump(host: &dyn Host, id: Option<u32>) {
-    if let Some(id) = id {
-        host.increment_metric(id, 1);
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
     }
 }
 
@@ -143,9 +138,8 @@ struct DenyBody<'a> {
 }
 
 impl PciAuthzStream {
-    /// The decision as published: JSON of at most MAX_DECISION_BYTES (the audit filter refuses
-    /// larger ones), the detail shortened until it fits.
-    fn decision_json(&self, ev: &Evaluation) -> Vec<u8> {
+    /// The decision on the request, its detail bounded.
+    fn decision(&self, ev: &Evaluation) -> Decision {
         let cfg = &self.shared.cfg;
         let mut d = Decision::new(PciAuthzFactory::NAME, Outcome::Allow);
         d.policy_version = Some(cfg.policy_version.clone());
@@ -159,15 +153,8 @@ impl PciAuthzStream {
                 d.reason = Some(reason.to_string());
             }
         }
-        for limit in [MAX_DETAIL_BYTES, 64] {
-            d.detail = detail(ev, limit);
-            match serde_json::to_vec(&d) {
-                Ok(json) if json.len() <= MAX_DECISION_BYTES => return json,
-                _ => {}
-            }
-        }
-        d.detail.clear();
-        serde_json::to_vec(&d).unwrap_or_default()
+        d.detail = detail(ev, MAX_DETAIL_BYTES);
+        d
     }
 
     fn reply(&self, host: &dyn Host, reason: DenyReason) {
@@ -178,9 +165,8 @@ impl PciAuthzStream {
             (cfg.deny_status, "access_denied")
         };
         let audit_id = host
-            .property(&[AUDIT_ID_PROPERTY])
-            .filter(|v| !v.is_empty())
-            .map(|v| sanitize(&v, MAX_AUDIT_ID_BYTES).0);
+            .audit_id()
+            .map(|v| sanitize(v.as_bytes(), MAX_AUDIT_ID_BYTES).0);
         let body = DenyBody {
             error,
             policy_version: &cfg.policy_version,
@@ -217,23 +203,28 @@ fn detail(ev: &Evaluation, limit: usize) -> Vec<(String, String)> {
 impl HttpFilter for PciAuthzStream {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
         let cfg = &self.shared.cfg;
-        let headers = host.headers(HeaderMap::Request);
+        let headers = host.request_headers();
         let now = i64::try_from(unix_nanos(host.now())).unwrap_or(i64::MAX);
         let ev = evaluate(cfg, &headers, peer_principal(host), now);
-        decision::publish_json(host, PciAuthzFactory::NAME, &self.decision_json(&ev));
+        host.publish_decision(self.decision(&ev));
         let metrics = &self.shared.metrics;
         match (ev.verdict, cfg.mode) {
             (Verdict::Allow { rule }, _) => {
-                bump(host, metrics.allow.get(rule).copied().flatten());
+                metrics
+                    .allow
+                    .get(rule)
+                    .copied()
+                    .unwrap_or_default()
+                    .bump(host);
                 Flow::Continue
             }
             (Verdict::Deny(_), Mode::Shadow) => {
-                bump(host, metrics.shadow_deny);
+                metrics.shadow_deny.bump(host);
                 self.shadow_denied = true;
                 Flow::Continue
             }
             (Verdict::Deny(reason), Mode::Enforce) => {
-                bump(host, metrics.deny_id(reason));
+                metrics.deny(reason).bump(host);
                 self.reply(host, reason);
                 Flow::Stop
             }

@@ -1,5 +1,6 @@
 use super::*;
-use crate::decision::{collect, Published};
+use crate::decision::{collect, Published, AUDIT_ID_PROPERTY, MAX_DECISION_BYTES};
+use crate::host::MetricKind;
 use crate::pci::identity::PEER_PRINCIPAL_PROPERTY;
 use crate::pci::token::mint_token;
 use crate::testing::MockHost;

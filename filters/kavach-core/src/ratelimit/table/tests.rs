@@ -1,8 +1,7 @@
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::host::{HeaderMap, Headers, LogLevel, MetricKind};
+use crate::host::HostLayer;
 use crate::testing::MockHost;
 
 const SEC: u64 = 1_000_000_000;
@@ -68,48 +67,9 @@ impl Racing {
     }
 }
 
-impl Host for Racing {
-    fn now(&self) -> SystemTime {
-        self.inner.now()
-    }
-    fn random(&self, buf: &mut [u8]) -> bool {
-        self.inner.random(buf)
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.inner.log(level, message)
-    }
-    fn headers(&self, map: HeaderMap) -> Headers {
-        self.inner.headers(map)
-    }
-    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
-        self.inner.set_header(map, name, value)
-    }
-    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
-        self.inner.add_header(map, name, value)
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.inner.property(path)
-    }
-    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
-        self.inner.set_property(path, value)
-    }
-    fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
-        self.inner.send_response(status, headers, body)
-    }
-    fn request_body(&self, start: usize, max_size: usize) -> Option<Vec<u8>> {
-        self.inner.request_body(start, max_size)
-    }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        self.inner.define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, offset: i64) {
-        self.inner.increment_metric(id, offset)
-    }
-    fn record_metric(&self, id: u32, value: u64) {
-        self.inner.record_metric(id, value)
-    }
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.inner.shared_get(key)
+impl HostLayer for Racing {
+    fn inner(&self) -> &dyn Host {
+        &self.inner
     }
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
         let next = self.before_set.borrow_mut().pop();
@@ -120,24 +80,6 @@ impl Host for Racing {
             return Err(SharedDataError::Failed);
         }
         self.inner.shared_set(key, value, cas)
-    }
-    fn http_call(&self, c: &str, h: &[(&str, &str)], b: &[u8], t: Duration) -> Option<u32> {
-        self.inner.http_call(c, h, b, t)
-    }
-    fn http_call_status(&self) -> Option<u32> {
-        self.inner.http_call_status()
-    }
-    fn set_tick_period(&self, period: Duration) {
-        self.inner.set_tick_period(period)
-    }
-    fn grpc_call(&self, c: &str, s: &str, m: &str, b: &[u8], t: Duration) -> Option<u32> {
-        self.inner.grpc_call(c, s, m, b, t)
-    }
-    fn grpc_response(&self, max_size: usize) -> Option<Vec<u8>> {
-        self.inner.grpc_response(max_size)
-    }
-    fn resume_request(&self) {
-        self.inner.resume_request()
     }
 }
 
