@@ -10,6 +10,8 @@
 //! The audit id of the request is published under [`AUDIT_ID_PROPERTY`] so that filters which
 //! refuse a request can quote it in their response body.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
@@ -48,25 +50,25 @@ pub enum Outcome {
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Filter name, one of [`FILTERS`].
-    pub filter: String,
+    pub filter: Cow<'static, str>,
     pub outcome: Outcome,
     /// The rule that matched, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Why: a short machine-readable reason (`no_rule_matched`, `ambiguous_path`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
     /// Filter-specific facts (class, region, limit...), as ordered pairs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detail: Vec<(String, String)>,
+    pub detail: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Decision {
-    pub fn new(filter: &str, outcome: Outcome) -> Self {
+    pub fn new(filter: &'static str, outcome: Outcome) -> Self {
         Decision {
-            filter: filter.to_string(),
+            filter: Cow::Borrowed(filter),
             outcome,
             rule: None,
             reason: None,
@@ -74,6 +76,15 @@ impl Decision {
             detail: Vec::new(),
         }
     }
+}
+
+/// The detail of a decision as plain string pairs (tests compare against literals).
+#[cfg(test)]
+pub fn detail_pairs(d: &Decision) -> Vec<(String, String)> {
+    d.detail
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// Publishes `decision` for the current request to filter state, as JSON of at most

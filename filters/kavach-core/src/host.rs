@@ -466,13 +466,21 @@ pub trait HostExt: Host {
 
     /// A numeric property (Envoy serialises integers as 8 little-endian bytes).
     fn property_i64(&self, path: &[&str]) -> Option<i64> {
-        let bytes = self.property(path)?;
-        let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        Some(i64::from_le_bytes(arr))
+        le_i64(&self.property(path)?)
+    }
+
+    /// A numeric fact ([`Fact::ResponseCode`]).
+    fn fact_i64(&self, fact: Fact) -> Option<i64> {
+        le_i64(&self.fact(fact)?)
     }
 }
 
 impl<H: Host + ?Sized> HostExt for H {}
+
+fn le_i64(bytes: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(i64::from_le_bytes(arr))
+}
 
 /// Envoy's shared data, in memory: values with a compare-and-swap token, as proxy-wasm defines
 /// them. A write with a token succeeds only while the token is current; a write to a key that

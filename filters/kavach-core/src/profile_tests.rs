@@ -7,6 +7,8 @@
 //! Ignored by default: it measures, it does not check.
 
 use crate::chain;
+use crate::context::ContextStream;
+use crate::filter::HttpFilter;
 use crate::filters;
 use crate::host::Host;
 use crate::testing::{CountingHost, MockHost};
@@ -107,7 +109,8 @@ fn profile_bench_chain() {
     host.calls.borrow_mut().clear();
     for _ in 0..requests {
         bench_request(&host);
-        let mut s = root.new_stream();
+        // As the module's adapter drives it: through the request context.
+        let mut s = ContextStream::new(root.as_ref());
         s.on_request_headers(&host, true);
         s.on_response_headers(&host, false);
         s.on_log(&host);

@@ -9,11 +9,11 @@ use super::config::{AuditConfig, QueryMode};
 use super::record::{Algorithm, Chain, Record};
 use super::RECORD_PROPERTY;
 use crate::config::{ConfigError, FieldPath};
-use crate::decision::{self, Published, AUDIT_ID_PROPERTY};
+use crate::decision::{self, Published};
 use crate::detect::redact;
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use crate::headers::{names_with_alias_prefix, single, Single};
-use crate::host::{HeaderMap, Host, HostExt, LogLevel, MetricKind};
+use crate::host::{Counter, Fact, HeaderMap, Host, HostExt, LogLevel};
 use crate::text::{hex, is_uuid, sanitize};
 use crate::time::{rfc3339, unix_nanos};
 
@@ -35,37 +35,32 @@ impl FilterFactory for AuditFactory {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Metrics {
-    records: Option<u32>,
-    forged_removed: Option<u32>,
-    truncated: Option<u32>,
-    sent: Option<u32>,
-    failed: Option<u32>,
-    dropped: Option<u32>,
+    records: Counter,
+    forged_removed: Counter,
+    truncated: Counter,
+    sent: Counter,
+    failed: Counter,
+    dropped: Counter,
 }
 
 impl Metrics {
     fn define(host: &dyn Host, with_collector: bool) -> Self {
-        let c = |name: &str| host.define_metric(MetricKind::Counter, name);
+        let c = |name: &str| Counter::define(host, name);
+        let collector = |name: &str| {
+            if with_collector {
+                c(name)
+            } else {
+                Counter::default()
+            }
+        };
         Metrics {
             records: c("kavach_audit_records_total"),
             forged_removed: c("kavach_audit_forged_headers_removed_total"),
             truncated: c("kavach_audit_records_truncated_total"),
-            sent: with_collector
-                .then(|| c("kavach_audit_collector_sent_total"))
-                .flatten(),
-            failed: with_collector
-                .then(|| c("kavach_audit_collector_failed_total"))
-                .flatten(),
-            dropped: with_collector
-                .then(|| c("kavach_audit_collector_dropped_total"))
-                .flatten(),
+            sent: collector("kavach_audit_collector_sent_total"),
+            failed: collector("kavach_audit_collector_failed_total"),
+            dropped: collector("kavach_audit_collector_dropped_total"),
         }
-    }
-}
-
-fn bump(host: &dyn Host, id: Option<u32>, by: u64) {
-    if let (Some(id), true) = (id, by > 0) {
-        host.increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
 
@@ -166,9 +161,9 @@ impl AuditRoot {
             None => return,
         };
         let m = self.shared.metrics;
-        bump(host, m.sent, counts.sent);
-        bump(host, m.failed, counts.failed_attempts);
-        bump(host, m.dropped, counts.dropped);
+        m.sent.add(host, counts.sent);
+        m.failed.add(host, counts.failed_attempts);
+        m.dropped.add(host, counts.dropped);
     }
 }
 
@@ -341,11 +336,7 @@ impl AuditStream {
     fn observe(&self, host: &dyn Host, headers: &crate::host::Headers) -> Seen {
         let cfg = &self.shared.cfg;
         let start = host.now();
-        let prop = |path: &[&str]| {
-            host.property(path)
-                .filter(|v| !v.is_empty())
-                .map(|v| self.clean(&v))
-        };
+        let fact = |f: Fact| host.fact(f).map(|v| self.clean(&v));
         let raw_path = self.header_text(headers, ":path").unwrap_or_default();
         let (node, region) = self.node(host);
         Seen {
@@ -356,8 +347,8 @@ impl AuditStream {
             method: self.header_text(headers, ":method").unwrap_or_default(),
             path: self.record_path(&raw_path),
             authority: self.header_text(headers, ":authority").unwrap_or_default(),
-            principal: prop(&["connection", "uri_san_peer_certificate"]),
-            source: prop(&["source", "address"]),
+            principal: fact(Fact::PeerPrincipal),
+            source: fact(Fact::SourceAddress),
             node,
             region,
             late: false,
@@ -418,16 +409,26 @@ impl AuditStream {
         for p in decision::collect(host) {
             match p {
                 Published::Decision(mut d) => {
-                    let clean = |s: &mut String| *s = self.clean(s.as_bytes());
-                    if let Some(r) = d.rule.as_mut() {
-                        clean(r);
+                    // Values the filters took from traffic are cleaned here, once; what is
+                    // already clean (most of it) is kept without a copy.
+                    let clean = |s: &str| (!is_clean(s)).then(|| self.clean(s.as_bytes()));
+                    for r in d.rule.iter_mut().chain(d.policy_version.iter_mut()) {
+                        if let Some(c) = clean(r) {
+                            *r = c;
+                        }
                     }
-                    if let Some(r) = d.reason.as_mut() {
-                        clean(r);
+                    for r in d.reason.iter_mut() {
+                        if let Some(c) = clean(r) {
+                            *r = c.into();
+                        }
                     }
                     for (k, v) in d.detail.iter_mut() {
-                        clean(k);
-                        clean(v);
+                        if let Some(c) = clean(k) {
+                            *k = c.into();
+                        }
+                        if let Some(c) = clean(v) {
+                            *v = c;
+                        }
                     }
                     decisions.push(d);
                 }
@@ -453,6 +454,9 @@ impl AuditStream {
             own()
         };
         let num = |path: &[&str]| host.property_i64(path).and_then(|v| u64::try_from(v).ok());
+        let status = host
+            .fact_i64(Fact::ResponseCode)
+            .and_then(|c| u32::try_from(c).ok());
         Record {
             v: 0,
             alg: Algorithm::Sha256,
@@ -465,16 +469,11 @@ impl AuditStream {
             method: seen.method,
             path: seen.path,
             authority: seen.authority,
-            status: host
-                .property_i64(&["response", "code"])
-                .and_then(|c| u32::try_from(c).ok()),
+            status,
             duration_us,
             bytes_in: num(&["request", "total_size"]),
             bytes_out: num(&["response", "total_size"]),
-            cluster: host
-                .property(&["xds", "cluster_name"])
-                .filter(|v| !v.is_empty())
-                .map(|v| self.clean(&v)),
+            cluster: host.fact(Fact::ClusterName).map(|v| self.clean(&v)),
             principal: seen.principal,
             source: seen.source,
             node: seen.node,
@@ -484,6 +483,14 @@ impl AuditStream {
             truncated: false,
         }
     }
+}
+
+/// Whether `text` is already what [`AuditStream::clean`] would make of it: short printable
+/// ASCII with nothing to redact.
+fn is_clean(text: &str) -> bool {
+    text.len() <= MAX_FIELD_BYTES
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && matches!(redact(text), std::borrow::Cow::Borrowed(_))
 }
 
 /// Shortens a record that is over the size cap; false once nothing more can be cut.
@@ -534,20 +541,19 @@ fn fit(record: &mut Record) -> bool {
 
 impl HttpFilter for AuditStream {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
-        let headers = host.headers(HeaderMap::Request);
+        let headers = host.request_headers();
         // Strip before anything else: nothing under our prefix may come from the client.
         let forged = names_with_alias_prefix(&headers, &self.shared.cfg.header_prefix);
         for name in &forged {
             host.set_header(HeaderMap::Request, name, None);
         }
-        bump(
-            host,
-            self.shared.metrics.forged_removed,
-            forged.len() as u64,
-        );
+        self.shared
+            .metrics
+            .forged_removed
+            .add(host, forged.len() as u64);
         let seen = self.observe(host, &headers);
         self.inject(host, &seen);
-        host.set_property(&[AUDIT_ID_PROPERTY], seen.audit_id.as_bytes());
+        host.set_audit_id(&seen.audit_id);
         self.seen = Some(seen);
         Flow::Continue
     }
@@ -578,9 +584,9 @@ impl HttpFilter for AuditStream {
             return;
         };
         let m = self.shared.metrics;
-        bump(host, m.records, 1);
+        m.records.bump(host);
         if record.truncated {
-            bump(host, m.truncated, 1);
+            m.truncated.bump(host);
         }
         host.set_property(&[RECORD_PROPERTY], line.as_bytes());
         if let Some(c) = self.shared.collector.borrow_mut().as_mut() {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::audit::record::unseal;
 use crate::audit::verify::verify;
-use crate::decision::{publish, Decision, Outcome};
+use crate::decision::{publish, Decision, Outcome, AUDIT_ID_PROPERTY};
 use crate::testing::MockHost;
 
 fn root(config: &str, host: &MockHost) -> Box<dyn FilterRoot> {

@@ -13,7 +13,7 @@ use super::path_template::path_label;
 use crate::config::{ConfigError, FieldPath};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use crate::headers::{single, Single};
-use crate::host::{HeaderMap, Headers, Host, HostExt, LogLevel, MetricKind};
+use crate::host::{Fact, HeaderMap, Headers, Host, HostExt, LogLevel, MetricKind};
 
 pub struct MetricsFactory;
 
@@ -39,8 +39,20 @@ struct MetricState {
     warned: bool,
 }
 
+/// Which facts of the completed stream some label needs.
+#[derive(Debug, Default)]
+struct Wanted {
+    status: bool,
+    route: bool,
+    cluster: bool,
+    principal: bool,
+}
+
 /// Per-VM state shared by the root and every stream of this VM.
 struct Shared {
+    wanted: Wanted,
+    /// A histogram records the duration: note when the request arrives.
+    wants_start: bool,
     cfg: MetricsConfig,
     /// Distinct request headers used as labels, in first-use order.
     headers: Vec<String>,
@@ -96,8 +108,24 @@ impl MetricsRoot {
                 ),
             );
         }
+        let mut wanted = Wanted::default();
+        for l in cfg.metrics.iter().flat_map(|m| m.labels.iter()) {
+            match l.source {
+                Source::StatusCode | Source::StatusClass => wanted.status = true,
+                Source::Route => wanted.route = true,
+                Source::Cluster => wanted.cluster = true,
+                Source::Principal => wanted.principal = true,
+                _ => {}
+            }
+        }
+        let wants_start = cfg
+            .metrics
+            .iter()
+            .any(|m| matches!(m.kind, Kind::Histogram(HistogramValue::DurationMs)));
         Ok(MetricsRoot {
             shared: Rc::new(Shared {
+                wanted,
+                wants_start,
                 cfg,
                 headers,
                 states: RefCell::new(states),
@@ -121,6 +149,8 @@ impl FilterRoot for MetricsRoot {
 
 /// Label values known when the request arrives.
 struct RequestSide {
+    /// When this filter saw the request (None when it never did).
+    start: Option<std::time::SystemTime>,
     method: String,
     path: String,
     /// One value per entry of `Shared::headers`.
@@ -148,6 +178,7 @@ impl RequestSide {
             })
             .collect();
         RequestSide {
+            start: None,
             method,
             path,
             headers,
@@ -181,16 +212,21 @@ struct ResponseSide {
 }
 
 impl ResponseSide {
-    fn read(host: &dyn Host, max: usize) -> Self {
-        let prop = |path: &[&str]| match host.property(path) {
-            Some(v) if !v.is_empty() => label_value(&v, max),
-            _ => NONE.into(),
+    /// Only the facts some label uses are asked for.
+    fn read(host: &dyn Host, max: usize, wanted: &Wanted) -> Self {
+        let fact = |f: Fact, want: bool| match want.then(|| host.fact(f)).flatten() {
+            Some(v) => label_value(&v, max),
+            None => NONE.into(),
         };
         ResponseSide {
-            code: host.property_i64(&["response", "code"]),
-            route: prop(&["xds", "route_name"]),
-            cluster: prop(&["xds", "cluster_name"]),
-            principal: prop(&["connection", "uri_san_peer_certificate"]),
+            code: if wanted.status {
+                host.fact_i64(Fact::ResponseCode)
+            } else {
+                None
+            },
+            route: fact(Fact::RouteName, wanted.route),
+            cluster: fact(Fact::ClusterName, wanted.cluster),
+            principal: fact(Fact::PeerPrincipal, wanted.principal),
         }
     }
 }
@@ -200,10 +236,20 @@ pub struct MetricsStream {
     request: Option<RequestSide>,
 }
 
-fn histogram_value(host: &dyn Host, v: HistogramValue) -> Option<u64> {
+/// The value a histogram records. The duration is measured with the request's own clock
+/// readings (from when this filter saw the request to the end of the stream); Envoy's
+/// `request.duration` only for a request this filter never saw.
+fn histogram_value(host: &dyn Host, v: HistogramValue, req: &RequestSide) -> Option<u64> {
     let read = |path: &[&str]| host.property_i64(path).and_then(|n| u64::try_from(n).ok());
     match v {
-        HistogramValue::DurationMs => read(&["request", "duration"]).map(|ns| ns / 1_000_000),
+        HistogramValue::DurationMs => match req.start {
+            Some(start) => host
+                .now()
+                .duration_since(start)
+                .ok()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => read(&["request", "duration"]).map(|ns| ns / 1_000_000),
+        },
         HistogramValue::RequestBytes => read(&["request", "total_size"]),
         HistogramValue::ResponseBytes => read(&["response", "total_size"]),
     }
@@ -280,8 +326,12 @@ impl MetricState {
 
 impl HttpFilter for MetricsStream {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
-        let headers = host.headers(HeaderMap::Request);
-        self.request = Some(RequestSide::capture(&self.shared, &headers));
+        let headers = host.request_headers();
+        let mut side = RequestSide::capture(&self.shared, &headers);
+        if self.shared.wants_start {
+            side.start = Some(host.now());
+        }
+        self.request = Some(side);
         Flow::Continue
     }
 
@@ -291,13 +341,13 @@ impl HttpFilter for MetricsStream {
             Some(r) => r,
             None => RequestSide::late(&shared, host),
         };
-        let resp = ResponseSide::read(host, shared.cfg.max_label_bytes);
+        let resp = ResponseSide::read(host, shared.cfg.max_label_bytes, &shared.wanted);
         let status = (status_code(resp.code), status_class(resp.code));
         let mut states = shared.states.borrow_mut();
         for (metric, state) in shared.cfg.metrics.iter().zip(states.iter_mut()) {
             let value = match metric.kind {
                 Kind::Counter => None,
-                Kind::Histogram(v) => match histogram_value(host, v) {
+                Kind::Histogram(v) => match histogram_value(host, v, &req) {
                     Some(x) => Some(x),
                     // Nothing to record (the host has no such value for this stream).
                     None => continue,

@@ -1,5 +1,6 @@
 //! The filter over the [`Host`] interface: evaluate, publish the decision, count, reply.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use serde::Serialize;
@@ -150,7 +151,10 @@ impl PciAuthzStream {
                     Mode::Enforce => Outcome::Deny,
                     Mode::Shadow => Outcome::ShadowDeny,
                 };
-                d.reason = Some(reason.to_string());
+                d.reason = Some(match reason {
+                    DenyReason::AmbiguousPath(_) => reason.to_string().into(),
+                    other => other.kind().into(),
+                });
             }
         }
         d.detail = detail(ev, MAX_DETAIL_BYTES);
@@ -180,7 +184,7 @@ impl PciAuthzStream {
 
 /// The facts of a decision: `principal` (when there is one), `via` (XFCC proxy), `path`
 /// (canonical, or `-`), each cut to `limit` bytes.
-fn detail(ev: &Evaluation, limit: usize) -> Vec<(String, String)> {
+fn detail(ev: &Evaluation, limit: usize) -> Vec<(Cow<'static, str>, String)> {
     let bounded = |s: &str| {
         let (mut text, cut) = sanitize(s.as_bytes(), limit);
         if cut {
@@ -190,13 +194,13 @@ fn detail(ev: &Evaluation, limit: usize) -> Vec<(String, String)> {
     };
     let mut detail = Vec::with_capacity(3);
     if let Some(p) = &ev.principal {
-        detail.push(("principal".to_string(), bounded(p)));
+        detail.push(("principal".into(), bounded(p)));
     }
     if let Some(v) = &ev.via {
-        detail.push(("via".to_string(), bounded(v)));
+        detail.push(("via".into(), bounded(v)));
     }
     let path = ev.path.as_deref().map_or_else(|| "-".to_string(), bounded);
-    detail.push(("path".to_string(), path));
+    detail.push(("path".into(), path));
     detail
 }
 

@@ -138,7 +138,7 @@ fn the_body_has_no_audit_id_without_the_audit_filter() {
     let d = decision_of(&host);
     assert_eq!(detail(&d, "principal"), None);
     assert_eq!(
-        d.detail,
+        crate::decision::detail_pairs(&d),
         vec![("path".to_string(), "/v1/cards/42".to_string())]
     );
 }

@@ -1,5 +1,6 @@
 //! Per-request rate-limit logic.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,18 +18,14 @@ use super::rls::{
 };
 use super::table::{fingerprint, shared_seed, Outcome, Seed, Table};
 use crate::config::ConfigError;
-use crate::decision::{publish, Decision, Outcome as DecisionOutcome, AUDIT_ID_PROPERTY};
+use crate::decision::{Decision, Outcome as DecisionOutcome};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use crate::headers::{single, Single};
-use crate::host::{HeaderMap, Headers, Host, HostExt, LogLevel, MetricKind};
+use crate::host::{Counter, Fact, HeaderMap, Headers, Host, LogLevel};
 use crate::time::unix_nanos;
 
 /// `retry-after` when no bucket says when to come back (table full, contention, store error).
 const RETRY_UNKNOWN_S: u64 = 1;
-
-const PRINCIPAL: [&str; 2] = ["connection", "uri_san_peer_certificate"];
-const SOURCE: [&str; 2] = ["source", "address"];
-const ROUTE: [&str; 2] = ["xds", "route_name"];
 
 pub struct RateLimitFactory;
 
@@ -52,21 +49,21 @@ fn store_error(reason: String) -> ConfigError {
 /// a label with a `stats_tags` regex).
 #[derive(Debug, Default, Clone, Copy)]
 struct RuleMetrics {
-    allowed: Option<u32>,
-    limited: Option<u32>,
-    shadow_limited: Option<u32>,
-    table_full: Option<u32>,
-    cas_exhausted: Option<u32>,
-    store_errors: Option<u32>,
-    key_missing: Option<u32>,
-    service_errors: Option<u32>,
+    allowed: Counter,
+    limited: Counter,
+    shadow_limited: Counter,
+    table_full: Counter,
+    cas_exhausted: Counter,
+    store_errors: Counter,
+    key_missing: Counter,
+    service_errors: Counter,
 }
 
 impl RuleMetrics {
     fn define(host: &dyn Host, rule: &Rule) -> Self {
         let c = |what: &str| {
-            host.define_metric(
-                MetricKind::Counter,
+            Counter::define(
+                host,
                 &format!("kavach_ratelimit_{what}_total.rule.{}", rule.name),
             )
         };
@@ -81,15 +78,9 @@ impl RuleMetrics {
             service_errors: if rule.global {
                 c("service_errors")
             } else {
-                None
+                Counter::default()
             },
         }
-    }
-}
-
-fn bump(host: &dyn Host, id: Option<u32>) {
-    if let Some(id) = id {
-        host.increment_metric(id, 1);
     }
 }
 
@@ -295,19 +286,9 @@ impl ServiceFailure {
     }
 }
 
-/// The request's route name, looked up at most once.
-#[derive(Default)]
-struct RouteName(Option<Option<String>>);
-
-impl RouteName {
-    fn get(&mut self, host: &dyn Host) -> Option<String> {
-        self.0
-            .get_or_insert_with(|| {
-                host.property(&ROUTE)
-                    .and_then(|r| text_value(&r, false).ok())
-            })
-            .clone()
-    }
+/// A fact of the request as key text (None when absent or not usable as a key).
+fn fact_text(host: &dyn Host, fact: Fact) -> Option<String> {
+    host.fact(fact).and_then(|v| text_value(&v, false).ok())
 }
 
 /// Descriptor entry key of a key part (the names Envoy's own rate-limit actions use where one
@@ -332,10 +313,9 @@ impl RateLimitStream {
         let found = match &tiers.by {
             TierSource::Fixed => None,
             TierSource::Header(h) => header_value(headers, h, false).ok().and_then(|v| named(&v)),
-            TierSource::Principal(map) => host
-                .property(&PRINCIPAL)
-                .and_then(|p| text_value(&p, false).ok())
-                .and_then(|p| map.get(&p).copied()),
+            TierSource::Principal(map) => {
+                fact_text(host, Fact::PeerPrincipal).and_then(|p| map.get(&p).copied())
+            }
         };
         found.unwrap_or(tiers.default)
     }
@@ -346,21 +326,20 @@ impl RateLimitStream {
         rule: &Rule,
         host: &dyn Host,
         headers: &Headers,
-        route: &mut RouteName,
     ) -> Result<Vec<String>, Missing> {
         let mut values = Vec::with_capacity(rule.key.len());
         for part in &rule.key {
             values.push(match part {
                 KeyPart::ClientAddress => {
-                    let source = host.property(&SOURCE);
+                    let source = host.fact(Fact::SourceAddress);
                     let ip = client_address(source.as_deref()).ok_or(Missing::Absent)?;
                     canonical_network(ip, &self.cfg().address)
                 }
                 KeyPart::Principal => {
-                    let p = host.property(&PRINCIPAL).unwrap_or_default();
-                    text_value(&p, false)?
+                    let p = host.fact(Fact::PeerPrincipal);
+                    text_value(p.as_deref().unwrap_or_default(), false)?
                 }
-                KeyPart::Route => route.get(host).ok_or(Missing::Absent)?,
+                KeyPart::Route => fact_text(host, Fact::RouteName).ok_or(Missing::Absent)?,
                 KeyPart::Header { name, lowercase } => header_value(headers, name, *lowercase)?,
             });
         }
@@ -374,7 +353,6 @@ impl RateLimitStream {
         host: &dyn Host,
         (i, rule, tier): (usize, &Rule, &str),
         headers: &Headers,
-        route: &mut RouteName,
     ) -> Result<(KeyBytes, Vec<(String, String)>), Refusal> {
         let mut k = KeyBytes::new();
         k.push(0, tier.as_bytes());
@@ -385,7 +363,7 @@ impl RateLimitStream {
                 entries.push(("tier".to_string(), tier.to_string()));
             }
         }
-        match self.key_values(rule, host, headers, route) {
+        match self.key_values(rule, host, headers) {
             Ok(values) => {
                 for (part, value) in rule.key.iter().zip(&values) {
                     let tag = match part {
@@ -407,7 +385,7 @@ impl RateLimitStream {
             }
             Err(missing) => {
                 let m = self.shared.metrics.get(i).copied().unwrap_or_default();
-                bump(host, m.key_missing);
+                m.key_missing.bump(host);
                 if rule.when_key_missing == WhenKeyMissing::Deny {
                     return Err(Refusal::KeyMissing(missing));
                 }
@@ -444,15 +422,15 @@ impl RateLimitStream {
                 wait_ns,
             }),
             Outcome::TableFull => {
-                bump(host, m.table_full);
+                m.table_full.bump(host);
                 Err(Refusal::TableFull)
             }
             Outcome::Contention => {
-                bump(host, m.cas_exhausted);
+                m.cas_exhausted.bump(host);
                 Err(Refusal::CasExhausted)
             }
             Outcome::StoreError => {
-                bump(host, m.store_errors);
+                m.store_errors.bump(host);
                 Err(Refusal::StoreError)
             }
         }
@@ -470,7 +448,7 @@ impl RateLimitStream {
     /// Sends the refusal: 400 for a request the rule cannot identify, 503 when the rate-limit
     /// service failed (`failure_mode: deny`), 429 otherwise.
     fn refuse(&self, host: &dyn Host, rule: &Rule, limits: Limits, refusal: Refusal) -> Flow {
-        let audit_id = host.property_string(&[AUDIT_ID_PROPERTY]);
+        let audit_id = host.audit_id();
         let json: &[u8] = b"application/json";
         if let Refusal::KeyMissing(_) = refusal {
             let body = key_missing_body(&rule.name, audit_id.as_deref());
@@ -547,7 +525,7 @@ impl RateLimitStream {
                 None
             }
             Err(refusal) if rule.mode == Mode::Shadow => {
-                bump(host, m.shadow_limited);
+                m.shadow_limited.bump(host);
                 if p.shadow.is_none() {
                     p.shadow = Some((i, tier, limits, refusal));
                 }
@@ -562,12 +540,12 @@ impl RateLimitStream {
                         table.give_back(host, t.fp, &t.limits, r.cost, p.now);
                     }
                 }
-                bump(host, m.limited);
+                m.limited.bump(host);
                 let mut d = decision(rule, tier, limits, DecisionOutcome::Deny, refusal);
                 if let Some(s) = &p.service {
                     d.detail.push(("service".into(), s.clone()));
                 }
-                publish(host, &d);
+                host.publish_decision(d);
                 Some(self.refuse(host, rule, limits, refusal))
             }
         }
@@ -576,14 +554,13 @@ impl RateLimitStream {
     fn decide(&mut self, host: &dyn Host) -> Flow {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.cfg;
-        let headers = host.headers(HeaderMap::Request);
+        let headers = host.request_headers();
         let text = |name: &str| match single(&headers, name) {
             Single::One(v) => String::from_utf8_lossy(v).into_owned(),
             _ => String::new(),
         };
         let method = text(":method");
         let path = canonical_path(&text(":path"));
-        let mut route = RouteName::default();
         let mut p = Progress {
             now: unix_nanos(host.now()),
             matched: false,
@@ -598,7 +575,7 @@ impl RateLimitStream {
         for (i, rule) in cfg.rules.iter().enumerate() {
             if !rule
                 .matcher
-                .matches(&method, &path, &mut || route.get(host))
+                .matches(&method, &path, &mut || fact_text(host, Fact::RouteName))
             {
                 continue;
             }
@@ -608,7 +585,7 @@ impl RateLimitStream {
                 continue;
             };
             let limits = t.limits;
-            let verdict = match self.key(host, (i, rule, &t.name), &headers, &mut route) {
+            let verdict = match self.key(host, (i, rule, &t.name), &headers) {
                 Err(refusal) => Err(refusal),
                 Ok((key, entries)) if rule.global => {
                     hits.push(GlobalHit {
@@ -702,7 +679,7 @@ impl RateLimitStream {
                         .get(hit.rule)
                         .copied()
                         .unwrap_or_default();
-                    bump(host, m.service_errors);
+                    m.service_errors.bump(host);
                     let verdict = match mode {
                         Some(FailureMode::Allow) => continue,
                         Some(FailureMode::Local) => {
@@ -728,10 +705,9 @@ impl RateLimitStream {
         }
         let cfg = &self.shared.cfg;
         for a in &p.admitted {
-            bump(
-                host,
-                self.shared.metrics.get(a.rule).and_then(|m| m.allowed),
-            );
+            if let Some(m) = self.shared.metrics.get(a.rule) {
+                m.allowed.bump(host);
+            }
         }
         let d = match p.shadow {
             Some((i, tier, limits, refusal)) => cfg
@@ -760,7 +736,7 @@ impl RateLimitStream {
             if let Some(s) = &p.service {
                 d.detail.push(("service".into(), s.clone()));
             }
-            publish(host, &d);
+            host.publish_decision(d);
         }
         if cfg.headers.on_allowed {
             // Closest to refusing first, so the legacy trio describes it.
@@ -809,10 +785,10 @@ fn global_verdict(r: &RlsResponse, n: usize, fallback: Limits) -> Result<Admit, 
 }
 
 /// The limit that applied, for the decision record.
-fn limit_detail(rule: &Rule, tier: usize, limits: Limits) -> Vec<(String, String)> {
+fn limit_detail(rule: &Rule, tier: usize, limits: Limits) -> Vec<(Cow<'static, str>, String)> {
     let mut d = vec![
-        ("limit".to_string(), limits.limit.to_string()),
-        ("period_s".to_string(), limits.period_s.to_string()),
+        ("limit".into(), limits.limit.to_string()),
+        ("period_s".into(), limits.period_s.to_string()),
     ];
     if limits.burst > 0 {
         d.push(("burst".into(), limits.burst.to_string()));
@@ -837,7 +813,7 @@ fn decision(
 ) -> Decision {
     let mut d = Decision::new(RateLimitFactory::NAME, outcome);
     d.rule = Some(rule.name.clone());
-    d.reason = Some(refusal.reason().to_string());
+    d.reason = Some(refusal.reason().into());
     d.detail = limit_detail(rule, tier, limits);
     match refusal {
         Refusal::KeyMissing(m) => d.detail.push(("key".into(), m.as_str().into())),

@@ -3,6 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::decision::collect;
 use crate::decision::Published;
+use crate::decision::AUDIT_ID_PROPERTY;
 use crate::testing::{LocalReply, MockHost};
 
 const PEER: &[u8] = b"203.0.113.7:40000";
@@ -110,7 +111,7 @@ fn a_client_gets_its_limit_then_429_with_the_fields() {
     assert_eq!(d.rule.as_deref(), Some("per-client"));
     assert_eq!(d.reason.as_deref(), Some("limited"));
     assert_eq!(
-        d.detail,
+        crate::decision::detail_pairs(&d),
         vec![
             ("limit".to_string(), "3".to_string()),
             ("period_s".into(), "60".into()),
@@ -252,9 +253,9 @@ fn tiers_can_follow_the_verified_principal() {
                      "limits":{"gold":{"limit":4,"period_s":60},"basic":{"limit":1,"period_s":60}}}}]}"#,
         &host,
     );
-    host.set_property(&PRINCIPAL, b"spiffe://bank/ns/pay/sa/gold");
+    host.set_property(Fact::PeerPrincipal.path(), b"spiffe://bank/ns/pay/sa/gold");
     assert_eq!(count(&*r, &host, PEER, &[], 6), 4);
-    host.set_property(&PRINCIPAL, b"spiffe://bank/ns/pay/sa/other");
+    host.set_property(Fact::PeerPrincipal.path(), b"spiffe://bank/ns/pay/sa/other");
     assert_eq!(count(&*r, &host, PEER, &[], 3), 1);
 }
 
@@ -377,7 +378,7 @@ fn a_rule_can_refuse_requests_it_cannot_identify() {
 
 #[test]
 fn rules_apply_only_where_they_match() {
-    let host = MockHost::new().with_property(&ROUTE, b"orders");
+    let host = MockHost::new().with_property(Fact::RouteName.path(), b"orders");
     let r = root(
         r#"{"rules":[{"name":"m","key":[],"limit":1,"period_s":60,
             "match":{"routes":["orders"],"paths":["/v1/orders/*"],"methods":["GET"]}}]}"#,
@@ -405,7 +406,7 @@ fn rules_apply_only_where_they_match() {
     ];
     assert_eq!(r.new_stream().on_request_headers(&host, true), Flow::Stop);
     // Another route name: no match.
-    host.set_property(&ROUTE, b"payments");
+    host.set_property(Fact::RouteName.path(), b"payments");
     assert_eq!(
         r.new_stream().on_request_headers(&host, true),
         Flow::Continue
@@ -495,18 +496,18 @@ fn route_and_principal_keys() {
         r#"{"rules":[{"name":"rp","key":["route","principal"],"limit":1,"period_s":60}]}"#,
         &host,
     );
-    host.set_property(&ROUTE, b"orders");
-    host.set_property(&PRINCIPAL, b"spiffe://bank/a");
+    host.set_property(Fact::RouteName.path(), b"orders");
+    host.set_property(Fact::PeerPrincipal.path(), b"spiffe://bank/a");
     assert!(passes(&*r, &host, PEER, &[]));
     assert!(!passes(&*r, &host, PEER, &[]));
-    host.set_property(&PRINCIPAL, b"spiffe://bank/b");
+    host.set_property(Fact::PeerPrincipal.path(), b"spiffe://bank/b");
     assert!(passes(&*r, &host, PEER, &[]));
-    host.set_property(&ROUTE, b"payments");
+    host.set_property(Fact::RouteName.path(), b"payments");
     assert!(passes(&*r, &host, PEER, &[]));
     // No verified principal: the shared bucket of unidentified requests.
     host.properties
         .borrow_mut()
-        .remove(&PRINCIPAL.join("\u{0}"));
+        .remove(&Fact::PeerPrincipal.path().join("\u{0}"));
     assert!(passes(&*r, &host, PEER, &[]));
     assert!(!passes(&*r, &host, PEER, &[]));
 }
@@ -611,7 +612,7 @@ fn a_global_rule_asks_the_service_with_descriptors_built_from_its_key() {
     let d = decision(&host);
     assert_eq!(d.outcome, DecisionOutcome::Allow);
     assert_eq!(
-        d.detail,
+        crate::decision::detail_pairs(&d),
         vec![
             ("limit".to_string(), "10".to_string()),
             ("period_s".into(), "60".into()),
@@ -711,7 +712,10 @@ fn when_the_service_fails_the_failure_mode_decides() {
         assert!(host.reply.borrow().is_none());
         let d = decision(&host);
         assert_eq!(d.outcome, DecisionOutcome::Allow);
-        assert_eq!(d.detail, vec![("service".to_string(), what.to_string())]);
+        assert_eq!(
+            crate::decision::detail_pairs(&d),
+            vec![("service".to_string(), what.to_string())]
+        );
 
         // local (the default): this Envoy's bucket of the rule, 2 per minute.
         let host = MockHost::new();

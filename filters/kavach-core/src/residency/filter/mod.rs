@@ -14,11 +14,11 @@ use super::config::{
     Action, Mode, Oversize, Regions, ResidencyConfig, Stage, Untagged, UNCLASSIFIED,
 };
 use crate::config::ConfigError;
-use crate::decision::{self, Decision, Outcome, Published, AUDIT_ID_PROPERTY};
+use crate::decision::{Decision, Outcome, Published};
 use crate::detect::{find_with, Detector};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
 use crate::headers::{single, Single};
-use crate::host::{HeaderMap, Host, HostExt, LogLevel, MetricKind};
+use crate::host::{Counter, Fact, HeaderMap, Host, HostExt, LogLevel};
 use crate::text::sanitize;
 
 pub const NAME: &str = "residency";
@@ -91,7 +91,7 @@ impl Counted {
 struct Counters {
     decisions: &'static [Counted],
     /// Row per class, last row "unclassified"; column per decision.
-    ids: Vec<Option<u32>>,
+    ids: Vec<Counter>,
 }
 
 impl Counters {
@@ -108,8 +108,8 @@ impl Counters {
             .chain([UNCLASSIFIED]);
         for class in names {
             for d in decisions {
-                ids.push(host.define_metric(
-                    MetricKind::Counter,
+                ids.push(Counter::define(
+                    host,
                     &format!("kavach_residency.{class}.{}.requests_total", d.name()),
                 ));
             }
@@ -122,8 +122,8 @@ impl Counters {
         let Some(col) = self.decisions.iter().position(|d| *d == what) else {
             return;
         };
-        if let Some(Some(id)) = self.ids.get(row * self.decisions.len() + col) {
-            host.increment_metric(*id, 1);
+        if let Some(c) = self.ids.get(row * self.decisions.len() + col) {
+            c.bump(host);
         }
     }
 }
@@ -207,7 +207,9 @@ struct Destination {
 
 impl Destination {
     fn read(host: &dyn Host, cfg: &ResidencyConfig) -> Self {
-        let cluster = host.property_string(&["xds", "cluster_name"]);
+        let cluster = host
+            .fact(Fact::ClusterName)
+            .map(|c| String::from_utf8_lossy(&c).into_owned());
         let from_map = cluster
             .as_ref()
             .and_then(|c| cfg.cluster_regions.get(c))
@@ -261,23 +263,57 @@ fn judge(regions: &Regions, dest: &Destination, untagged: Untagged) -> Verdict {
     }
 }
 
-fn set_detail(d: &mut Decision, key: &str, value: String) {
-    match d.detail.iter_mut().find(|(k, _)| k == key) {
-        Some(entry) => entry.1 = value,
-        None => d.detail.push((key.to_string(), value)),
+/// The facts a residency decision records, in `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Class,
+    Source,
+    Detectors,
+    Body,
+    Action,
+    Cluster,
+    Region,
+    RecheckCluster,
+    RecheckRegion,
+    UpstreamRegion,
+}
+
+impl Key {
+    fn name(self) -> &'static str {
+        match self {
+            Key::Class => "class",
+            Key::Source => "source",
+            Key::Detectors => "detectors",
+            Key::Body => "body",
+            Key::Action => "action",
+            Key::Cluster => "cluster",
+            Key::Region => "region",
+            Key::RecheckCluster => "recheck_cluster",
+            Key::RecheckRegion => "recheck_region",
+            Key::UpstreamRegion => "upstream_region",
+        }
     }
 }
 
-fn detail<'a>(d: &'a Decision, key: &str) -> Option<&'a str> {
+fn set_detail(d: &mut Decision, key: Key, value: String) {
+    let name = key.name();
+    match d.detail.iter_mut().find(|(k, _)| k == name) {
+        Some(entry) => entry.1 = value,
+        None => d.detail.push((name.into(), value)),
+    }
+}
+
+fn detail(d: &Decision, key: Key) -> Option<&str> {
+    let name = key.name();
     d.detail
         .iter()
-        .find(|(k, _)| k == key)
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
 /// This filter's decision for the current request, as published (by either stage).
 fn published(host: &dyn Host) -> Option<Decision> {
-    match decision::read(host, NAME)? {
+    match host.decision(NAME, false)? {
         Published::Decision(d) => Some(d),
         Published::Invalid { .. } => None,
     }
@@ -285,7 +321,7 @@ fn published(host: &dyn Host) -> Option<Decision> {
 
 /// A local reply with a small JSON body; the audit id is quoted when the audit filter set one.
 fn reply(host: &dyn Host, status: u32, mut body: serde_json::Map<String, serde_json::Value>) {
-    if let Some(id) = host.property_string(&[AUDIT_ID_PROPERTY]) {
+    if let Some(id) = host.audit_id() {
         body.insert("audit_id".into(), clip(&id).into());
     }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -362,12 +398,12 @@ impl DecideStream {
     }
 
     /// Refuses a malformed request with 400 (dry run: records it and lets it through).
-    fn refuse(&mut self, host: &dyn Host, reason: &str, error: &str) -> Flow {
+    fn refuse(&mut self, host: &dyn Host, reason: &'static str, error: &str) -> Flow {
         let mut d = self.new_decision(Outcome::Deny);
         d.reason = Some(reason.into());
         if self.cfg().mode == Mode::DryRun {
             d.outcome = Outcome::ShadowDeny;
-            decision::publish(host, &d);
+            host.publish_decision(d);
             self.shared.count(host, None, Counted::DryRun);
             // No class to enforce: the request goes on as it came.
             self.phase = Phase::Passed {
@@ -376,7 +412,7 @@ impl DecideStream {
             };
             return Flow::Continue;
         }
-        decision::publish(host, &d);
+        host.publish_decision(d);
         self.shared.count(host, None, Counted::Rejected);
         reply(host, 400, error_body(error, None, self.cfg()));
         self.phase = Phase::Replied;
@@ -395,10 +431,10 @@ impl DecideStream {
                 d.reason = Some("body_too_large".into());
                 set_detail(
                     &mut d,
-                    "class",
+                    Key::Class,
                     self.cfg().class_name(so_far.class).to_string(),
                 );
-                decision::publish(host, &d);
+                host.publish_decision(d);
                 self.shared
                     .count(host, Some(so_far.class), Counted::Rejected);
                 reply(host, 413, error_body("payload_too_large", None, self.cfg()));
@@ -467,21 +503,21 @@ impl DecideStream {
             return Flow::Stop;
         };
         let mut d = self.new_decision(Outcome::Allow);
-        set_detail(&mut d, "class", class.name.clone());
-        set_detail(&mut d, "source", c.source.name().to_string());
+        set_detail(&mut d, Key::Class, class.name.clone());
+        set_detail(&mut d, Key::Source, c.source.name().to_string());
         if !evidence.detectors.is_empty() {
             let names: Vec<&str> = evidence.detectors.iter().map(|d| d.name()).collect();
-            set_detail(&mut d, "detectors", names.join(","));
+            set_detail(&mut d, Key::Detectors, names.join(","));
         }
         if let Some(note) = evidence.body_note {
-            set_detail(&mut d, "body", note.to_string());
+            set_detail(&mut d, Key::Body, note.to_string());
         }
 
         let Regions::Only(allowed) = &class.regions else {
             // Allowed anywhere: no residence header.
             d.reason = Some("unrestricted_class".into());
-            set_detail(&mut d, "action", "none".into());
-            decision::publish(host, &d);
+            set_detail(&mut d, Key::Action, "none".into());
+            host.publish_decision(d);
             shared.count(host, Some(c.class), Counted::Allow);
             self.phase = Phase::Passed {
                 class: c.class,
@@ -491,14 +527,14 @@ impl DecideStream {
         };
 
         let dest = Destination::read(host, cfg);
-        set_detail(&mut d, "cluster", dest.cluster_text());
-        set_detail(&mut d, "region", dest.region_text());
+        set_detail(&mut d, Key::Cluster, dest.cluster_text());
+        set_detail(&mut d, Key::Region, dest.region_text());
         let verdict = judge(&class.regions, &dest, cfg.untagged_cluster);
         let mut rerouted = false;
         match verdict {
             Verdict::Allowed(reason) => {
                 d.reason = Some(reason.into());
-                set_detail(&mut d, "action", "none".into());
+                set_detail(&mut d, Key::Action, "none".into());
                 shared.count(host, Some(c.class), Counted::Allow);
             }
             Verdict::Violation(reason) => {
@@ -507,7 +543,7 @@ impl DecideStream {
                     Action::Deny => "deny",
                     Action::Reroute { .. } => "reroute",
                 };
-                set_detail(&mut d, "action", action.into());
+                set_detail(&mut d, Key::Action, action.into());
                 match (cfg.mode, &class.action) {
                     (Mode::DryRun, _) => {
                         d.outcome = Outcome::ShadowDeny;
@@ -515,7 +551,7 @@ impl DecideStream {
                     }
                     (Mode::Enforce, Action::Deny) => {
                         d.outcome = Outcome::Deny;
-                        decision::publish(host, &d);
+                        host.publish_decision(d);
                         shared.count(host, Some(c.class), Counted::Deny);
                         reply(
                             host,
@@ -539,7 +575,7 @@ impl DecideStream {
             &cfg.residence_header,
             Some(allowed.join(",").as_bytes()),
         );
-        decision::publish(host, &d);
+        host.publish_decision(d);
         self.phase = Phase::Passed {
             class: c.class,
             rerouted,
@@ -569,13 +605,16 @@ impl DecideStream {
             return Flow::Continue;
         };
         let restricted = cfg.class(class).filter(|c| c.regions.is_restricted());
-        // A response that no upstream produced (a local reply, ours or another filter's).
-        let from_upstream = host.property(&["upstream", "address"]).is_some();
+        // A response that no upstream produced (a local reply, ours or another filter's) is
+        // not checked; asked only when there is something to check.
+        let from_upstream = restricted.is_some()
+            && d.outcome != Outcome::Deny
+            && host.property(&["upstream", "address"]).is_some();
         let mut violation = None;
         if let (Some(class_cfg), true, false) =
             (restricted, from_upstream, d.outcome == Outcome::Deny)
         {
-            if rerouted && detail(&d, "recheck_region").is_none() {
+            if rerouted && detail(&d, Key::RecheckRegion).is_none() {
                 violation = Some("reroute_not_rechecked");
             }
             if cfg.upstream_check.enabled {
@@ -584,10 +623,10 @@ impl DecideStream {
                         if violation.is_none() && !class_cfg.regions.allows(&region) {
                             violation = Some("upstream_region_mismatch");
                         }
-                        set_detail(&mut d, "upstream_region", clip(&region));
+                        set_detail(&mut d, Key::UpstreamRegion, clip(&region));
                     }
                     None => {
-                        set_detail(&mut d, "upstream_region", "untagged".into());
+                        set_detail(&mut d, Key::UpstreamRegion, "untagged".into());
                         if violation.is_none()
                             && cfg.upstream_check.untagged_host == Untagged::Violation
                         {
@@ -601,7 +640,7 @@ impl DecideStream {
                 shared.count(host, Some(class), Counted::UpstreamMismatch);
                 if cfg.mode == Mode::Enforce {
                     d.outcome = Outcome::Deny;
-                    decision::publish(host, &d);
+                    host.publish_decision(d);
                     host.log(
                         LogLevel::Warn,
                         &format!(
@@ -619,14 +658,14 @@ impl DecideStream {
                 }
                 d.outcome = Outcome::ShadowDeny;
             }
-            decision::publish(host, &d);
+            host.publish_decision(d.clone());
         }
         if d.outcome == Outcome::ShadowDeny {
-            let would = detail(&d, "action").unwrap_or("deny");
+            let would = detail(&d, Key::Action).unwrap_or("deny");
             let would = if would == "none" { "deny" } else { would };
             let value = format!(
                 "{would}; class={}",
-                detail(&d, "class").unwrap_or(UNCLASSIFIED)
+                detail(&d, Key::Class).unwrap_or(UNCLASSIFIED)
             );
             host.set_header(
                 HeaderMap::Response,
@@ -650,7 +689,7 @@ impl HttpFilter for DecideStream {
         if !matches!(self.phase, Phase::Start) {
             return Flow::Continue;
         }
-        let headers = host.headers(HeaderMap::Request);
+        let headers = host.request_headers();
         if self.carries_reroute_header(&headers) {
             return self.refuse(host, "reroute_header_from_client", "invalid_routing_header");
         }
@@ -669,8 +708,11 @@ impl HttpFilter for DecideStream {
             Declared::Absent => {}
         }
         let route = host
-            .property_string(&["xds", "route_name"])
-            .and_then(|name| self.cfg().routes.get(&name).copied())
+            .fact(Fact::RouteName)
+            .and_then(|name| {
+                let name = std::str::from_utf8(&name).ok()?;
+                self.cfg().routes.get(name).copied()
+            })
             .unwrap_or_default();
         if let Some(floor) = route.min_class {
             c = c.raise(floor, Source::Route);
@@ -734,7 +776,7 @@ pub struct RecheckStream {
 }
 
 impl RecheckStream {
-    fn missing(&self, host: &dyn Host, reason: &str) -> Flow {
+    fn missing(&self, host: &dyn Host, reason: &'static str) -> Flow {
         let cfg = &self.shared.cfg;
         let mut d = Decision::new(NAME, Outcome::Deny);
         d.policy_version = Some(cfg.policy_version.clone());
@@ -746,10 +788,10 @@ impl RecheckStream {
         );
         if cfg.mode == Mode::DryRun {
             d.outcome = Outcome::ShadowDeny;
-            decision::publish(host, &d);
+            host.publish_decision(d);
             return Flow::Continue;
         }
-        decision::publish(host, &d);
+        host.publish_decision(d);
         reply(host, 500, error_body("residency_not_evaluated", None, cfg));
         Flow::Stop
     }
@@ -765,7 +807,7 @@ impl HttpFilter for RecheckStream {
         if d.policy_version.as_deref() != Some(cfg.policy_version.as_str()) {
             return self.missing(host, "policy_version_mismatch");
         }
-        let class_id = detail(&d, "class").and_then(|n| cfg.class_by_name(n.as_bytes()));
+        let class_id = detail(&d, Key::Class).and_then(|n| cfg.class_by_name(n.as_bytes()));
         let Some((id, class)) = class_id.and_then(|id| cfg.class(id).map(|c| (id, c))) else {
             if d.outcome == Outcome::ShadowDeny {
                 // Dry run let an invalid request through unclassified; nothing to check.
@@ -777,11 +819,11 @@ impl HttpFilter for RecheckStream {
             return Flow::Continue;
         }
         let dest = Destination::read(host, cfg);
-        set_detail(&mut d, "recheck_cluster", dest.cluster_text());
-        set_detail(&mut d, "recheck_region", dest.region_text());
+        set_detail(&mut d, Key::RecheckCluster, dest.cluster_text());
+        set_detail(&mut d, Key::RecheckRegion, dest.region_text());
         match judge(&class.regions, &dest, cfg.untagged_cluster) {
             Verdict::Allowed(_) => {
-                decision::publish(host, &d);
+                host.publish_decision(d);
                 shared.count(host, Some(id), Counted::RecheckAllow);
                 Flow::Continue
             }
@@ -795,14 +837,14 @@ impl HttpFilter for RecheckStream {
                 if cfg.mode == Mode::DryRun {
                     if d.outcome != Outcome::ShadowDeny {
                         d.outcome = Outcome::ShadowDeny;
-                        set_detail(&mut d, "action", "deny".into());
+                        set_detail(&mut d, Key::Action, "deny".into());
                     }
-                    decision::publish(host, &d);
+                    host.publish_decision(d);
                     shared.count(host, Some(id), Counted::RecheckDryRun);
                     return Flow::Continue;
                 }
                 d.outcome = Outcome::Deny;
-                decision::publish(host, &d);
+                host.publish_decision(d);
                 shared.count(host, Some(id), Counted::RecheckDeny);
                 reply(
                     host,

@@ -1,5 +1,14 @@
 use super::*;
+use crate::decision::{self, AUDIT_ID_PROPERTY};
 use crate::testing::MockHost;
+
+/// A detail of a decision by its published name.
+fn detail<'a>(d: &'a Decision, key: &str) -> Option<&'a str> {
+    d.detail
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
 
 /// public < pii (re-routed into India) < payment (denied outside India).
 const POLICY: &str = r#"{
@@ -125,7 +134,7 @@ fn a_class_in_an_allowed_region_passes_with_its_residence() {
     assert_eq!(d.reason.as_deref(), Some("region_allowed"));
     assert_eq!(d.policy_version.as_deref(), Some("2026-11-01"));
     assert_eq!(
-        d.detail,
+        crate::decision::detail_pairs(&d),
         vec![
             ("class".to_string(), "payment".to_string()),
             ("source".into(), "header".into()),
