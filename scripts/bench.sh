@@ -5,6 +5,8 @@
 #   RSS, startup time, module sizes; then memory with 2 and 4 workers and under many distinct
 #   keys. Writes docs/bench.md (latest results, with this command and the date) and
 #   docs/bench.csv. Takes about 15 minutes; run it on an otherwise idle machine.
+#   KAVACH_BENCH_BEFORE=<dir of another build's .wasm files> adds that build's modules and bundle
+#   as `<variant>@before` rows of the same run (before/after without the noise between runs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

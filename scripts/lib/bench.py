@@ -194,6 +194,19 @@ def variants(noop_wasm):
         # The same bundle after `wasm-opt -O3`: does the post-link optimiser buy speed or size?
         v["chain-bundle-wasm-opt"] = [wasm_filter("kavach.bundle", opt,
                                                   {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
+    before = os.environ.get("KAVACH_BENCH_BEFORE")
+    if before and pathlib.Path(before).is_dir():
+        # Modules of another build (e.g. the previous commit's target/wasm32-wasip1/release),
+        # measured in the same run as `<variant>@before`: a before/after that the noise between
+        # runs cannot blur.
+        old = pathlib.Path(before)
+        for f in chain:
+            wasm = old / f"{MODULE[f].replace('-', '_')}.wasm"
+            if wasm.exists():
+                v[f"kavach-{f}@before"] = [wasm_filter(f"kavach.{f}", wasm, CONFIGS[f])]
+        if (old / "kavach_bundle.wasm").exists():
+            v["chain-bundle@before"] = [wasm_filter("kavach.bundle", old / "kavach_bundle.wasm",
+                                                    {"chain": [{"filter": f, "config": CONFIGS[f]} for f in chain]})]
     rbac = native("envoy.filters.http.rbac",
                   "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
                   {"rules": {"action": "ALLOW", "policies": {

@@ -126,7 +126,12 @@ pub mod schema {
             "additionalProperties": false,
             "required": ["chain"],
             "properties": {
-                "chain": { "type": "array", "minItems": 1, "maxItems": crate::chain::MAX_FILTERS, "items": { "oneOf": links } }
+                "chain": { "type": "array", "minItems": 1, "maxItems": crate::chain::MAX_FILTERS, "items": { "oneOf": links } },
+                "publish_decisions": {
+                    "type": "boolean",
+                    "default": false,
+                    "description": "Also publish every decision and the audit id to filter state (access-log fields, or a Kavach filter outside the bundle such as a residency recheck stage). Off: the filters of the chain hand them over in memory (docs/decisions.md)."
+                }
             },
             "$defs": defs,
         })

@@ -45,6 +45,43 @@ pub enum SharedDataError {
 /// any bytes a client sent, including invalid UTF-8), every duplicate kept in order.
 pub type Headers = Vec<(String, Vec<u8>)>;
 
+/// A change to a header map.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderEdit<'a> {
+    /// Replace every value of the header (None: remove it).
+    Set(Option<&'a [u8]>),
+    /// Append one more value.
+    Add(&'a [u8]),
+}
+
+/// Makes `edit` to `headers` as Envoy makes it to a header map: names are stored in lower
+/// case and compared without case; a set replaces the first value in place and drops the
+/// others (or adds the header at the end); a removal drops every value; an add appends.
+pub fn edit_headers(headers: &mut Headers, name: &str, edit: HeaderEdit<'_>) {
+    match edit {
+        HeaderEdit::Add(v) => headers.push((name.to_ascii_lowercase(), v.to_vec())),
+        HeaderEdit::Set(value) => {
+            let mut kept = false;
+            headers.retain_mut(|(n, v)| {
+                if !n.eq_ignore_ascii_case(name) {
+                    return true;
+                }
+                match value {
+                    Some(new) if !kept => {
+                        kept = true;
+                        *v = new.to_vec();
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if let (Some(v), false) = (value, kept) {
+                headers.push((name.to_ascii_lowercase(), v.to_vec()));
+            }
+        }
+    }
+}
+
 /// Facts about the current request that several filters need, each read from one proxy
 /// property. How long an answer stays true decides how long a request context may keep it
 /// ([`crate::context`]).

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::host::{
-    HeaderMap, Headers, Host, HostLayer, LogLevel, MetricKind, SharedDataError, SharedMemory,
+    edit_headers, HeaderEdit, HeaderMap, Headers, Host, HostLayer, LogLevel, MetricKind,
+    SharedDataError, SharedMemory,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,17 +124,19 @@ impl Host for MockHost {
     }
 
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
-        let mut headers = self.map(map).borrow_mut();
-        headers.retain(|(n, _)| n != name);
-        if let Some(v) = value {
-            headers.push((name.to_string(), v.to_vec()));
-        }
+        edit_headers(
+            &mut self.map(map).borrow_mut(),
+            name,
+            HeaderEdit::Set(value),
+        );
     }
 
     fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
-        self.map(map)
-            .borrow_mut()
-            .push((name.to_string(), value.to_vec()));
+        edit_headers(
+            &mut self.map(map).borrow_mut(),
+            name,
+            HeaderEdit::Add(value),
+        );
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

@@ -52,26 +52,39 @@ pub struct Record {
     /// When the request arrived, RFC 3339 in the configured offset.
     pub ts: String,
     pub audit_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     pub method: String,
     pub path: String,
     pub authority: String,
-    /// Response status; None when the stream ended without a response.
+    /// Response status; absent when the stream ended without a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// Verified mTLS identity of the caller (URI SAN), None for callers without one.
+    /// Verified mTLS identity of the caller (URI SAN), absent for callers without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Decisions the other Kavach filters published for this request.
+    /// Decisions the other Kavach filters took on this request.
+    #[serde(default)]
     pub decisions: Vec<Decision>,
     /// Filters whose published decision was not valid (never trusted, only named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invalid_decisions: Vec<String>,
     /// Fields were shortened to respect the record size cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 

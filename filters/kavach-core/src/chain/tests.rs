@@ -430,3 +430,66 @@ fn filters_that_make_no_calls_resume_nothing() {
         Flow::Stop
     );
 }
+
+/// The audit filter and PCI authorization in one chain, driven as the module's adapter drives
+/// it (through the request context): one refused request, its reply and its record.
+fn refused_through_context(publish: bool) -> (crate::testing::CountingHost, String, String) {
+    use crate::context::ContextStream;
+    use crate::testing::CountingHost;
+    let config = format!(
+        r#"{{"publish_decisions": {publish}, "chain": [
+            {{"filter": "audit"}},
+            {{"filter": "pci_authz", "config": {{"policy_version": "p1", "trust_domain": "bank.local",
+              "rules": [{{"name": "cards", "methods": ["GET"], "paths": ["/v1/cards/*"]}}]}}}}]}}"#
+    );
+    let host = CountingHost::new(
+        MockHost::new().with_request(&[(":method", b"GET"), (":path", b"/v1/accounts/7")]),
+    );
+    let root = match configure(crate::filters::ALL, config.as_bytes(), &host) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let mut s = ContextStream::new(root.as_ref());
+    assert_eq!(s.on_request_headers(&host, true), Flow::Stop);
+    s.on_log(&host);
+    let reply = host.inner.reply.borrow().clone().expect("a denial");
+    assert_eq!(reply.status, 403);
+    let record = host
+        .inner
+        .property(&["kavach.audit.record"])
+        .expect("a record");
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    let audit_id = record["audit_id"].as_str().unwrap().to_string();
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains(&audit_id),
+        "the denial quotes the audit id"
+    );
+    (host, record["decisions"].to_string(), audit_id)
+}
+
+#[test]
+fn decisions_and_the_audit_id_travel_in_memory_unless_published() {
+    let (host, in_memory, _) = refused_through_context(false);
+    assert!(
+        in_memory.contains(r#""filter":"pci_authz","outcome":"deny""#),
+        "{in_memory}"
+    );
+    for name in ["kavach.decision.pci_authz", "kavach.audit_id"] {
+        assert_eq!(host.count_of(&format!("set_property {name}")), 0, "{name}");
+        assert_eq!(host.count_of(&format!("property {name}")), 0, "{name}");
+    }
+
+    // Published: the same record, through filter state, as separate modules exchange it.
+    let (host, published, audit_id) = refused_through_context(true);
+    assert_eq!(published, in_memory);
+    assert_eq!(host.count_of("set_property kavach.decision.pci_authz"), 1);
+    assert_eq!(host.count_of("set_property kavach.audit_id"), 1);
+    assert_eq!(
+        host.inner.property(&["kavach.audit_id"]),
+        Some(audit_id.into_bytes())
+    );
+    assert!(host
+        .inner
+        .property(&["kavach.decision.pci_authz"])
+        .is_some());
+}

@@ -10,8 +10,9 @@
 //!   the source address for the whole request; the route and cluster for one callback and
 //!   only until a filter of this VM changes the request headers (Envoy then re-resolves the
 //!   route); everything else for one callback (filters outside the VM may act in between);
-//! - the request headers are read once per callback and shared by reference until a filter
-//!   changes them; the clock is read once per callback;
+//! - the request headers are read once per callback and shared by reference; a change a
+//!   filter of this VM makes to them is made to the copy as well (as Envoy makes it), so
+//!   they are not read again; the clock is read once per callback;
 //! - decisions and the audit id of filters in this VM stay in memory as typed values when the
 //!   context does not publish them ([`Sharing`]); published ones go through filter state
 //!   exactly as between separate modules (`docs/decisions.md`).
@@ -22,7 +23,7 @@ use std::time::SystemTime;
 
 use crate::decision::{self, Decision, Published, FILTERS};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
-use crate::host::{Fact, HeaderMap, Headers, Host, HostLayer, Lasts};
+use crate::host::{edit_headers, Fact, HeaderEdit, HeaderMap, Headers, Host, HostLayer, Lasts};
 
 /// What the filters of a VM hand each other in memory instead of through filter state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,9 +99,20 @@ impl RequestContext {
         }
     }
 
-    /// The request headers changed (or a local reply replaced the request): forget the copy
-    /// and the route Envoy will resolve again.
-    fn headers_changed(&self) {
+    /// A filter of this VM changes the request headers: the copy gets the same change (as
+    /// Envoy makes it: a set replaces the first value and drops the others, a removal drops
+    /// every value, an add appends), and the route Envoy will resolve again is forgotten.
+    fn edit_headers(&self, name: &str, edit: HeaderEdit<'_>) {
+        self.forget(|l| l == Lasts::Route);
+        let mut cached = self.headers.borrow_mut();
+        let Some(headers) = cached.as_mut() else {
+            return;
+        };
+        edit_headers(Rc::make_mut(headers), name, edit);
+    }
+
+    /// A local reply replaced the request: nothing of it is kept.
+    fn replied(&self) {
         self.headers.borrow_mut().take();
         self.forget(|l| l == Lasts::Route);
     }
@@ -144,20 +156,20 @@ impl HostLayer for ContextHost<'_> {
 
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
         if map == HeaderMap::Request {
-            self.cx.headers_changed();
+            self.cx.edit_headers(name, HeaderEdit::Set(value));
         }
         self.inner.set_header(map, name, value)
     }
 
     fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) {
         if map == HeaderMap::Request {
-            self.cx.headers_changed();
+            self.cx.edit_headers(name, HeaderEdit::Add(value));
         }
         self.inner.add_header(map, name, value)
     }
 
     fn send_response(&self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) {
-        self.cx.headers_changed();
+        self.cx.replied();
         self.inner.send_response(status, headers, body)
     }
 

@@ -542,8 +542,12 @@ fn fit(record: &mut Record) -> bool {
 impl HttpFilter for AuditStream {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Flow {
         let headers = host.request_headers();
-        // Strip before anything else: nothing under our prefix may come from the client.
         let forged = names_with_alias_prefix(&headers, &self.shared.cfg.header_prefix);
+        let seen = self.observe(host, &headers);
+        // Let go of the headers before changing them: the context then changes its copy in
+        // place instead of copying it.
+        drop(headers);
+        // Strip before anything else: nothing under our prefix may come from the client.
         for name in &forged {
             host.set_header(HeaderMap::Request, name, None);
         }
@@ -551,7 +555,6 @@ impl HttpFilter for AuditStream {
             .metrics
             .forged_removed
             .add(host, forged.len() as u64);
-        let seen = self.observe(host, &headers);
         self.inject(host, &seen);
         host.set_audit_id(&seen.audit_id);
         self.seen = Some(seen);

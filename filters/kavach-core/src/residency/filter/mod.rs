@@ -784,7 +784,7 @@ impl RecheckStream {
         self.shared.count(host, None, Counted::RecheckMissing);
         host.log(
             LogLevel::Error,
-            &format!("residency recheck: {reason}: the decide stage must run first on every route, with the same policy_version"),
+            &format!("residency recheck: {reason}: the decide stage must run first on every route, with the same policy_version, and publish its decision (in a bundle: \"publish_decisions\": true)"),
         );
         if cfg.mode == Mode::DryRun {
             d.outcome = Outcome::ShadowDeny;
