@@ -144,9 +144,22 @@ fn packaged(spec: &EnvoySpec) -> Vec<Value> {
                         )
                     })
                     .collect();
+                // Decisions go through filter state only when something outside the bundle reads
+                // them: a test's filter-state log, or the filters of another bundle part (a
+                // residency recheck stage after a route-resolving filter). docs/decisions.md.
+                let publish = spec.bundle_publishes.unwrap_or_else(|| {
+                    several
+                        || spec
+                            .state_log
+                            .iter()
+                            .any(|n| n.starts_with("kavach.decision.") || n == "kavach.audit_id")
+                });
                 let bundle = FilterSpec {
                     module: Module::Bundle,
-                    config: format!(r#"{{"chain": [{}]}}"#, links.join(", ")),
+                    config: format!(
+                        r#"{{"publish_decisions": {publish}, "chain": [{}]}}"#,
+                        links.join(", ")
+                    ),
                     env: group.iter().flat_map(|f| f.env.iter().cloned()).collect(),
                     instance: several.then(|| format!("part{g}")),
                     hold_headers_for_body: group.iter().any(|f| f.hold_headers_for_body),
@@ -249,6 +262,9 @@ pub struct EnvoySpec {
     pub state_log: Vec<String>,
     /// `stats_config.stats_tags`: (tag name, regex).
     pub stats_tags: Vec<(String, String)>,
+    /// The bundle's `publish_decisions`; None: on exactly when something outside the bundle
+    /// reads decisions (a filter-state log of them, or another bundle part).
+    pub bundle_publishes: Option<bool>,
 }
 
 impl EnvoySpec {
@@ -275,7 +291,14 @@ impl EnvoySpec {
             http1_trailers: false,
             state_log: Vec::new(),
             stats_tags: Vec::new(),
+            bundle_publishes: None,
         }
+    }
+
+    /// Sets the bundle's `publish_decisions` (no effect with one module per filter).
+    pub fn bundle_publishes(mut self, publish: bool) -> Self {
+        self.bundle_publishes = Some(publish);
+        self
     }
 
     pub fn filter(mut self, f: FilterSpec) -> Self {

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::thread;
 
-use kavach_integration::envoy::{config_error_line, repo_root, Module};
+use kavach_integration::envoy::{config_error_line, packaging, repo_root, Module, Packaging};
 use kavach_integration::pki::TestCa;
 use kavach_integration::{Behaviour, EchoServer, Envoy, EnvoySpec, FilterSpec, Request};
 use serde_json::Value;
@@ -388,5 +388,68 @@ fn it_keeps_serving_when_the_collector_is_down_or_hangs() {
             0,
             "{name}"
         );
+    }
+}
+
+/// Audit and PCI authorization (deny by default); one refused and one allowed request.
+fn audited_pci(publish: bool) -> (Envoy, Vec<Value>, Vec<Vec<String>>, String) {
+    let upstream = EchoServer::start("core").unwrap();
+    let pci = FilterSpec::new(
+        Module::PciAuthz,
+        r#"{"policy_version": "p1", "trust_domain": "bank.local",
+            "rules": [{"name": "cards", "methods": ["GET"], "paths": ["/v1/cards/*"]}]}"#,
+    );
+    let envoy = Envoy::start(
+        &EnvoySpec::new(upstream.addr())
+            .filter(audit("{}"))
+            .filter(pci)
+            .audit_access_log()
+            .state_log(&["kavach.decision.pci_authz", "kavach.audit_id"])
+            .bundle_publishes(publish),
+    );
+    let denied = Request::get("/v1/accounts/7").send(envoy.addr()).unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let allowed = Request::get("/v1/cards/7").send(envoy.addr()).unwrap();
+    assert_eq!(allowed.status, 200);
+    let records: Vec<Value> = envoy
+        .wait_audit_lines(2)
+        .iter()
+        .map(|l| record(l))
+        .collect();
+    let state = envoy.wait_state_lines(2);
+    (envoy, records, state, denied.text())
+}
+
+#[test]
+fn it_records_the_other_filters_decisions_whichever_way_they_travel() {
+    for publish in [false, true] {
+        let (_envoy, records, state, denial) = audited_pci(publish);
+        let d = &records[0]["decisions"][0];
+        assert_eq!(d["filter"], "pci_authz", "{d}");
+        assert_eq!(d["outcome"], "deny", "{d}");
+        assert_eq!(d["reason"], "no_rule_matched", "{d}");
+        assert_eq!(d["policy_version"], "p1", "{d}");
+        let id = records[0]["audit_id"].as_str().unwrap();
+        assert!(
+            denial.contains(id),
+            "the denial quotes the record's audit id: {denial}"
+        );
+        let d = &records[1]["decisions"][0];
+        assert_eq!(
+            (&d["outcome"], &d["rule"]),
+            (&"allow".into(), &"cards".into()),
+            "{d}"
+        );
+        // Filter state: always between separate modules; in the bundle only when published.
+        let published = packaging() == Packaging::Modules || publish;
+        for (line, rec) in state.iter().zip(&records) {
+            if published {
+                let d: Value = serde_json::from_str(&line[0]).unwrap();
+                assert_eq!(d, rec["decisions"][0], "filter state and record agree");
+                assert_eq!(line[1], rec["audit_id"].as_str().unwrap());
+            } else {
+                assert_eq!(line, &["-", "-"], "nothing published: {line:?}");
+            }
+        }
     }
 }
