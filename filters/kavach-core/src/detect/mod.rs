@@ -117,7 +117,8 @@ fn glued(near: Option<&u8>, far: Option<&u8>) -> bool {
 }
 
 /// Splits text into candidate runs: digits with single ` ` or `-` between them, not tied to
-/// other letters or digits (see [`glued`]).
+/// other letters or digits (see [`glued`]), of at least [`MIN_NUMBER_DIGITS`] digits (shorter
+/// ones can be neither a card nor an Aadhaar number, and are measured without allocating).
 fn runs(text: &[u8]) -> Vec<Run> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -131,27 +132,34 @@ fn runs(text: &[u8]) -> Vec<Run> {
         let before2 = start.checked_sub(2).and_then(|b| text.get(b));
         let glued_before = glued(before, before2);
         let after_plus = before == Some(&b'+');
-        let mut digits = Vec::new();
-        let mut groups = vec![0usize];
-        let mut end = i;
+        let mut count = 0;
         while i < text.len() {
             let b = text[i];
             if b.is_ascii_digit() {
-                digits.push(b - b'0');
-                if let Some(g) = groups.last_mut() {
-                    *g += 1;
-                }
+                count += 1;
                 i += 1;
-                end = i;
             } else if (b == b' ' || b == b'-') && text.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                groups.push(0);
                 i += 1;
             } else {
                 break;
             }
         }
+        // The loop stops right after a digit: the run is start..i.
+        let end = i;
         let glued_after = glued(text.get(end), text.get(end + 1));
-        if !glued_before && !glued_after {
+        if count >= MIN_NUMBER_DIGITS && !glued_before && !glued_after {
+            let mut digits = Vec::with_capacity(count);
+            let mut groups = vec![0usize];
+            for &b in text.get(start..end).unwrap_or_default() {
+                if b.is_ascii_digit() {
+                    digits.push(b - b'0');
+                    if let Some(g) = groups.last_mut() {
+                        *g += 1;
+                    }
+                } else {
+                    groups.push(0);
+                }
+            }
             out.push(Run {
                 span: start..end,
                 digits,

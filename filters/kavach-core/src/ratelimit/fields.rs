@@ -12,6 +12,8 @@
 //! this request; `t` the seconds until the request would pass (on a 429) or until the bucket
 //! is full again (on a response that passed).
 
+use std::fmt::Write;
+
 use serde::Serialize;
 
 use super::bucket::Limits;
@@ -27,25 +29,26 @@ pub struct Report {
 
 /// `RateLimit-Policy` value for the reports, in order.
 pub fn policy_field(reports: &[Report]) -> String {
-    reports
-        .iter()
-        .map(|r| {
-            format!(
-                "\"{}\";q={};w={}",
-                r.rule, r.limits.limit, r.limits.period_s
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    for (i, r) in reports.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            out,
+            "{sep}\"{}\";q={};w={}",
+            r.rule, r.limits.limit, r.limits.period_s
+        );
+    }
+    out
 }
 
 /// `RateLimit` value for the reports, in order.
 pub fn ratelimit_field(reports: &[Report]) -> String {
-    reports
-        .iter()
-        .map(|r| format!("\"{}\";r={};t={}", r.rule, r.remaining, r.reset_s))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    for (i, r) in reports.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(out, "{sep}\"{}\";r={};t={}", r.rule, r.remaining, r.reset_s);
+    }
+    out
 }
 
 /// The response headers for `reports`; the legacy trio describes the first report (the one that

@@ -265,8 +265,8 @@ impl RateLimitStream {
         let cfg = &shared.cfg;
         let headers = host.request_headers();
         let text = |name: &str| match single(&headers, name) {
-            Single::One(v) => String::from_utf8_lossy(v).into_owned(),
-            _ => String::new(),
+            Single::One(v) => String::from_utf8_lossy(v),
+            _ => Cow::Borrowed(""),
         };
         let method = text(":method");
         let path = canonical_path(&text(":path"));
