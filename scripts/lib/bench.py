@@ -406,8 +406,8 @@ def flood(envoy, total, core, tmp, path, header, value):
 
 def memory(args, all_variants, envoy_core, load_core, tmp):
     rows = []
-    # RSS with 1, 2 and 4 workers: the chain as modules vs as the bundle.
-    for name in ("chain-modules", "chain-bundle"):
+    # RSS with 1, 2 and 4 workers: the floor, the chain as modules and as the bundle.
+    for name in ("wasm-floor", "chain-modules", "chain-bundle"):
         for workers in (1, 2, 4):
             e = Envoy(args.envoy, all_variants[name], workers, envoy_core, tmp)
             try:

@@ -269,6 +269,12 @@ impl DecideStream {
     ) -> Flow {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.cfg;
+        // Nothing to check for a class allowed anywhere, and no dry-run mark to set when
+        // enforcing: the decision is not even looked at.
+        let restricted = cfg.class(class).is_some_and(|c| c.regions.is_restricted());
+        if !restricted && cfg.mode == Mode::Enforce {
+            return Flow::Continue;
+        }
         let Some(mut d) = published(host) else {
             return Flow::Continue;
         };
