@@ -80,6 +80,8 @@ enum Chain {
     Full,
     /// decide → recheck, nothing in between that resolves the route again.
     NoRouteResolution,
+    /// Envoy's gzip decompressor before the decide stage, then as `Full`.
+    Decompressed,
 }
 
 impl Mesh {
@@ -109,9 +111,12 @@ impl Mesh {
             .route(route("kyc", "/kyc", "pay_singapore"))
             .route(route("public", "/public", "pay_virginia"))
             .route(route("failover", "/failover", "pay_failover"))
-            .filter(FilterSpec::new(Module::Audit, "{}"))
-            .filter(FilterSpec::new(Module::Residency, policy).hold_headers_for_body());
-        if chain == Chain::Full {
+            .filter(FilterSpec::new(Module::Audit, "{}"));
+        if chain == Chain::Decompressed {
+            spec = spec.native_filter(gzip_decompressor());
+        }
+        spec = spec.filter(FilterSpec::new(Module::Residency, policy).hold_headers_for_body());
+        if chain != Chain::NoRouteResolution {
             spec = spec.native_filter(route_resolving_filter());
         }
         let spec = spec
@@ -181,6 +186,29 @@ fn detail(d: &Value) -> serde_json::Map<String, Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Envoy's decompressor filter for gzip request bodies (responses left alone).
+fn gzip_decompressor() -> Value {
+    json!({
+        "name": "envoy.filters.http.decompressor",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor",
+            "decompressor_library": { "name": "gzip", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip"
+            } },
+            "response_direction_config": { "common_config": { "enabled": {
+                "default_value": false, "runtime_key": "kavach.test.decompress_responses"
+            } } }
+        }
+    })
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
 
 fn served_by(resp: &Response) -> String {
@@ -547,4 +575,94 @@ fn it_refuses_to_start_with_an_invalid_policy() {
         "expected {expected:?} in:\n{}",
         failure.log
     );
+}
+
+#[test]
+fn it_treats_a_body_in_a_content_coding_as_the_most_sensitive_class() {
+    let mesh = Mesh::start(POLICY);
+    let card = gzip(br#"{"card":"4111111111111111"}"#);
+    let plain = gzip(br#"{"note":"nothing regulated"}"#);
+    // Whatever coding, spelling or order: the detectors cannot read it, so it is payment data
+    // (the most sensitive class) and may not leave India.
+    let codings: &[&[&str]] = &[
+        &["gzip"],
+        &["deflate"],
+        &["br"],
+        &["zstd"],
+        &["GZIP"],
+        &["x-gzip"],
+        &["identity, gzip"],
+        &["identity", "gzip"],
+        &["gzip", "identity"],
+    ];
+    let mut n = 0;
+    for coding in codings {
+        for body in [&card, &plain] {
+            let mut req = Request::post("/kyc/submit", body);
+            for c in *coding {
+                req = req.header("content-encoding", c);
+            }
+            let resp = mesh.send(req);
+            assert_eq!(resp.status, 451, "{coding:?}: {}", resp.text());
+            let d = mesh.decision(n);
+            n += 1;
+            let detail = detail(&d);
+            assert_eq!(detail["class"], "payment", "{coding:?} {d}");
+            assert_eq!(detail["body"], "encoded", "{coding:?} {d}");
+        }
+    }
+    assert!(mesh.reached().is_empty(), "{:?}", mesh.reached());
+    // Identity is no coding: the body is read (nothing regulated: public, forwarded).
+    let resp = mesh.send(
+        Request::post("/kyc/submit", br#"{"note":"nothing regulated"}"#)
+            .header("content-encoding", "identity"),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(detail(&mesh.decision(n))["class"], "public");
+}
+
+#[test]
+fn it_reads_what_envoys_decompressor_in_front_of_it_decoded() {
+    let mesh = Mesh::start_with(POLICY, Chain::Decompressed, |s| s);
+    let card = gzip(br#"{"card":"4111111111111111"}"#);
+    let resp = mesh.send(Request::post("/kyc/submit", &card).header("content-encoding", "gzip"));
+    assert_eq!(resp.status, 451, "{}", resp.text());
+    let detail0 = detail(&mesh.decision(0));
+    assert_eq!(detail0["detectors"], "card", "found in the decoded body");
+    assert!(!detail0.contains_key("body"), "{detail0:?}");
+    // Nothing regulated in it: public, and the upstream gets the decoded body.
+    let text = br#"{"note":"nothing regulated"}"#;
+    let resp =
+        mesh.send(Request::post("/kyc/submit", gzip(text)).header("content-encoding", "gzip"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.echoed().unwrap().body_len, text.len());
+    assert_eq!(detail(&mesh.decision(1))["class"], "public");
+    // A coding the decompressor does not decode is still unreadable here.
+    let resp = mesh.send(Request::post("/kyc/submit", &card).header("content-encoding", "br"));
+    assert_eq!(resp.status, 451);
+    assert_eq!(detail(&mesh.decision(2))["body"], "encoded");
+}
+
+#[test]
+fn it_decides_a_websocket_upgrade_at_once_instead_of_waiting_for_a_body() {
+    let mesh = Mesh::start(POLICY);
+    let upgrade = |path: &str| {
+        Request::get(path)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let started = std::time::Instant::now();
+    // Bound for Singapore on a route with body detection: refused at once, as payment data.
+    let resp = mesh.send(upgrade("/kyc/stream"));
+    assert_eq!(resp.status, 451, "{}", resp.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let d = mesh.decision(0);
+    assert_eq!(detail(&d)["body"], "stream", "{d}");
+    assert!(mesh.reached().is_empty(), "{:?}", mesh.reached());
 }

@@ -2,6 +2,7 @@
 //! check where it is going, and allow, re-route or refuse it; then check who answered.
 
 use super::*;
+use crate::headers::alias_eq;
 
 pub(super) enum Phase {
     Start,
@@ -29,7 +30,7 @@ pub struct DecideStream {
 #[derive(Default)]
 pub(super) struct Evidence {
     pub(super) detectors: Vec<Detector>,
-    /// `oversize` or `unreadable` when the body could not be inspected.
+    /// Why the body was not inspected: `oversize`, `unreadable`, `encoded` or `stream`.
     pub(super) body_note: Option<&'static str>,
 }
 
@@ -351,7 +352,41 @@ impl DecideStream {
     }
 }
 
-pub(super) fn content_length(headers: &crate::host::Headers) -> Option<usize> {
+pub(super) /// Why a request's body cannot be inspected, judged from its headers:
+/// - `encoded`: a content coding other than `identity` in any `content-encoding` header (any
+///   spelling of the name, any coding, any case: the detectors read the bytes as sent, so a
+///   gzip, deflate, br or zstd body hides what it carries). Envoy's decompressor filter placed
+///   before this one decodes the body and removes the header: then the body is inspected.
+/// - `stream`: the request opens a stream with no end to wait for: an upgrade (WebSocket over
+///   HTTP/1.1), CONNECT (with or without `:protocol`, as HTTP/2 WebSockets use), or gRPC, whose
+///   streaming calls may never half-close.
+fn uninspectable(headers: &crate::host::Headers) -> Option<&'static str> {
+    let mut stream = false;
+    for (name, value) in headers {
+        if alias_eq(name, "content-encoding") {
+            let text = String::from_utf8_lossy(value);
+            let coded = text
+                .split(',')
+                .map(str::trim)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+            if coded {
+                return Some("encoded");
+            }
+        }
+        let grpc = || {
+            value
+                .get(..16)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"application/grpc"))
+        };
+        stream |= alias_eq(name, "upgrade")
+            || name == ":protocol"
+            || (name == ":method" && value.eq_ignore_ascii_case(b"CONNECT"))
+            || (alias_eq(name, "content-type") && grpc());
+    }
+    stream.then_some("stream")
+}
+
+fn content_length(headers: &crate::host::Headers) -> Option<usize> {
     match single(headers, "content-length") {
         Single::One(v) => std::str::from_utf8(v).ok()?.trim().parse().ok(),
         _ => None,
@@ -399,6 +434,16 @@ impl HttpFilter for DecideStream {
         // Detection can only raise the class: at the top already, the body cannot matter.
         if let (Some(body), false, true) = (inspect, end_of_stream, c.class < self.cfg().highest())
         {
+            // A body the detectors cannot read, or one that never ends: decided now, on what
+            // is known, as the most sensitive class (never held, never waited for).
+            if let Some(note) = uninspectable(&headers) {
+                let c = c.raise(self.cfg().highest(), Source::Body);
+                let evidence = Evidence {
+                    detectors: Vec::new(),
+                    body_note: Some(note),
+                };
+                return self.decide(host, c, evidence);
+            }
             if content_length(&headers).is_some_and(|n| n > body.max_body_bytes) {
                 return self.oversize(host, c);
             }

@@ -708,3 +708,83 @@ fn counters_cover_every_class_and_decision_from_the_start() {
     assert!(names.contains(&"kavach_residency.unclassified.rejected.requests_total".to_string()));
     assert!(names.contains(&"kavach_residency.pii.recheck_deny.requests_total".to_string()));
 }
+
+#[test]
+fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it() {
+    // Every coding, any case, any spelling of the header name, alone or listed with others,
+    // in one header or two: the detectors cannot read it.
+    let cases: &[&[(&str, &[u8])]] = &[
+        &[("content-encoding", b"gzip")],
+        &[("content-encoding", b"deflate")],
+        &[("content-encoding", b"br")],
+        &[("content-encoding", b"zstd")],
+        &[("content-encoding", b"compress")],
+        &[("content-encoding", b"x-gzip")],
+        &[("content-encoding", b"GZIP")],
+        &[("content-encoding", b" gzip ")],
+        &[("content-encoding", b"identity, gzip")],
+        &[("content-encoding", b"gzip, identity")],
+        &[("content-encoding", b"identity"), ("content-encoding", b"br")],
+        &[("content-encoding", b"br"), ("content-encoding", b"identity")],
+        &[("Content-Encoding", b"gzip")],
+        &[("content_encoding", b"gzip")],
+        &[("content.encoding", b"deflate")],
+        &[("content-encoding", b"\xff\xfe")],
+    ];
+    for headers in cases {
+        let host = request("kyc", "kyc_sg", Some("sg"), headers);
+        *host.body.borrow_mut() = br#"{"note":"nothing to see"}"#.to_vec();
+        let r = root(POLICY, &host);
+        let mut s = r.new_stream();
+        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
+        assert_eq!(reply_of(&host).0, 451, "{headers:?}");
+        let d = decision_of(&host);
+        assert_eq!(detail(&d, "class"), Some("payment"), "{headers:?}");
+        assert_eq!(detail(&d, "source"), Some("body"), "{headers:?}");
+        assert_eq!(detail(&d, "body"), Some("encoded"), "{headers:?}");
+    }
+    // identity (or nothing) is readable: the body is held and inspected.
+    for headers in [
+        &[("content-encoding", &b"identity"[..])][..],
+        &[("content-encoding", b"IDENTITY"), ("content-encoding", b"")],
+        &[],
+    ] {
+        let host = request("kyc", "kyc_sg", Some("sg"), headers);
+        let r = root(POLICY, &host);
+        let mut s = r.new_stream();
+        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
+        assert!(host.reply.borrow().is_none(), "held for the body: {headers:?}");
+    }
+}
+
+#[test]
+fn upgrades_connect_and_grpc_are_decided_on_the_headers_never_held() {
+    let cases: &[&[(&str, &[u8])]] = &[
+        &[("upgrade", b"websocket"), ("connection", b"Upgrade")],
+        &[("Upgrade", b"h2c")],
+        &[(":method", b"CONNECT")],
+        &[(":protocol", b"websocket")],
+        &[("content-type", b"application/grpc")],
+        &[("content-type", b"application/grpc+proto")],
+        &[("content-type", b"Application/GRPC-web")],
+    ];
+    for headers in cases {
+        // Allowed region: the request goes on at once, classified as the highest class.
+        let host = request("kyc", "kyc_mumbai", Some("in-west"), headers);
+        let r = root(POLICY, &host);
+        let mut s = r.new_stream();
+        assert_eq!(
+            s.on_request_headers(&host, false),
+            Flow::Continue,
+            "{headers:?}"
+        );
+        let d = decision_of(&host);
+        assert_eq!(detail(&d, "class"), Some("payment"), "{headers:?}");
+        assert_eq!(detail(&d, "body"), Some("stream"), "{headers:?}");
+        // Out of region: refused at once.
+        let host = request("kyc", "kyc_sg", Some("sg"), headers);
+        let mut s = r.new_stream();
+        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
+        assert_eq!(reply_of(&host).0, 451, "{headers:?}");
+    }
+}
