@@ -352,7 +352,7 @@ impl DecideStream {
     }
 }
 
-pub(super) /// Why a request's body cannot be inspected, judged from its headers:
+/// Why a request's body cannot be inspected, judged from its headers:
 /// - `encoded`: a content coding other than `identity` in any `content-encoding` header (any
 ///   spelling of the name, any coding, any case: the detectors read the bytes as sent, so a
 ///   gzip, deflate, br or zstd body hides what it carries). Envoy's decompressor filter placed
@@ -386,7 +386,7 @@ fn uninspectable(headers: &crate::host::Headers) -> Option<&'static str> {
     stream.then_some("stream")
 }
 
-fn content_length(headers: &crate::host::Headers) -> Option<usize> {
+pub(super) fn content_length(headers: &crate::host::Headers) -> Option<usize> {
     match single(headers, "content-length") {
         Single::One(v) => std::str::from_utf8(v).ok()?.trim().parse().ok(),
         _ => None,

@@ -724,8 +724,14 @@ fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it
         &[("content-encoding", b" gzip ")],
         &[("content-encoding", b"identity, gzip")],
         &[("content-encoding", b"gzip, identity")],
-        &[("content-encoding", b"identity"), ("content-encoding", b"br")],
-        &[("content-encoding", b"br"), ("content-encoding", b"identity")],
+        &[
+            ("content-encoding", b"identity"),
+            ("content-encoding", b"br"),
+        ],
+        &[
+            ("content-encoding", b"br"),
+            ("content-encoding", b"identity"),
+        ],
         &[("Content-Encoding", b"gzip")],
         &[("content_encoding", b"gzip")],
         &[("content.encoding", b"deflate")],
@@ -736,7 +742,11 @@ fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it
         *host.body.borrow_mut() = br#"{"note":"nothing to see"}"#.to_vec();
         let r = root(POLICY, &host);
         let mut s = r.new_stream();
-        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
+        assert_eq!(
+            s.on_request_headers(&host, false),
+            Flow::Stop,
+            "{headers:?}"
+        );
         assert_eq!(reply_of(&host).0, 451, "{headers:?}");
         let d = decision_of(&host);
         assert_eq!(detail(&d, "class"), Some("payment"), "{headers:?}");
@@ -752,8 +762,15 @@ fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it
         let host = request("kyc", "kyc_sg", Some("sg"), headers);
         let r = root(POLICY, &host);
         let mut s = r.new_stream();
-        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
-        assert!(host.reply.borrow().is_none(), "held for the body: {headers:?}");
+        assert_eq!(
+            s.on_request_headers(&host, false),
+            Flow::Stop,
+            "{headers:?}"
+        );
+        assert!(
+            host.reply.borrow().is_none(),
+            "held for the body: {headers:?}"
+        );
     }
 }
 
@@ -784,7 +801,11 @@ fn upgrades_connect_and_grpc_are_decided_on_the_headers_never_held() {
         // Out of region: refused at once.
         let host = request("kyc", "kyc_sg", Some("sg"), headers);
         let mut s = r.new_stream();
-        assert_eq!(s.on_request_headers(&host, false), Flow::Stop, "{headers:?}");
+        assert_eq!(
+            s.on_request_headers(&host, false),
+            Flow::Stop,
+            "{headers:?}"
+        );
         assert_eq!(reply_of(&host).0, 451, "{headers:?}");
     }
 }
