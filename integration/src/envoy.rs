@@ -265,6 +265,8 @@ pub struct EnvoySpec {
     /// The bundle's `publish_decisions`; None: on exactly when something outside the bundle
     /// reads decisions (a filter-state log of them, or another bundle part).
     pub bundle_publishes: Option<bool>,
+    /// Connection manager `upgrade_configs` allows WebSocket upgrades.
+    pub websocket: bool,
 }
 
 impl EnvoySpec {
@@ -292,7 +294,14 @@ impl EnvoySpec {
             state_log: Vec::new(),
             stats_tags: Vec::new(),
             bundle_publishes: None,
+            websocket: false,
         }
+    }
+
+    /// Lets clients upgrade to WebSocket (Envoy refuses upgrades it is not configured for).
+    pub fn websocket(mut self) -> Self {
+        self.websocket = true;
+        self
     }
 
     /// Sets the bundle's `publish_decisions` (no effect with one module per filter).
@@ -579,6 +588,9 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
         });
         if spec.http1_trailers {
             v["typed_config"]["http_protocol_options"] = json!({ "enable_trailers": true });
+        }
+        if spec.websocket {
+            v["typed_config"]["upgrade_configs"] = json!([{ "upgrade_type": "websocket" }]);
         }
         if forward_client_cert {
             v["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");

@@ -645,7 +645,7 @@ fn it_reads_what_envoys_decompressor_in_front_of_it_decoded() {
 
 #[test]
 fn it_decides_a_websocket_upgrade_at_once_instead_of_waiting_for_a_body() {
-    let mesh = Mesh::start(POLICY);
+    let mesh = Mesh::start_with(POLICY, Chain::Full, EnvoySpec::websocket);
     let upgrade = |path: &str| {
         Request::get(path)
             .header("connection", "Upgrade")
@@ -665,4 +665,17 @@ fn it_decides_a_websocket_upgrade_at_once_instead_of_waiting_for_a_body() {
     let d = mesh.decision(0);
     assert_eq!(detail(&d)["body"], "stream", "{d}");
     assert!(mesh.reached().is_empty(), "{:?}", mesh.reached());
+    // Bound for Mumbai: let through at once (the upgrade itself goes to the upstream).
+    let started = std::time::Instant::now();
+    let resp = mesh.send(upgrade("/west/kyc/stream"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(resp.status, 451, "{}", resp.text());
+    assert_eq!(mesh.reached(), vec!["in-west"]);
+    let d = mesh.decision(1);
+    assert_eq!(d["outcome"], "allow", "{d}");
+    assert_eq!(detail(&d)["body"], "stream", "{d}");
 }
