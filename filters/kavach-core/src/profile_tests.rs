@@ -13,7 +13,7 @@ use crate::chain;
 use crate::context::ContextStream;
 use crate::filter::HttpFilter;
 use crate::filters;
-use crate::host::{HeaderMap, Headers, Host, LogLevel, MetricKind, SharedDataError, SharedMemory};
+use crate::host::{HeaderMap, Headers, Host, HostLayer, MetricKind, NullHost};
 use crate::testing::{CountingHost, MockHost};
 
 /// The benchmark's chain: keep in step with CONFIGS in scripts/lib/bench.py.
@@ -94,13 +94,13 @@ fn bench_request(host: &CountingHost) {
 }
 
 /// A host whose own work is next to nothing, so that instructions counted under callgrind are
-/// the filters' (what Envoy does for each call is measured by scripts/probe-host.sh): fixed
-/// property answers, headers handed out as the SDK hands them to a VM (a fresh copy), writes
-/// that go nowhere, shared data in memory.
+/// the filters' (what Envoy does for each call is measured by scripts/probe-host.sh): the null
+/// host (writes that go nowhere, shared data in memory) answering the benchmark's request, its
+/// properties, a clock and metric ids.
 struct PlainHost {
+    null: NullHost,
     request: Headers,
     response: Headers,
-    shared: SharedMemory,
     clock: Cell<u64>,
 }
 
@@ -112,32 +112,29 @@ impl PlainHost {
                 .collect()
         };
         PlainHost {
+            null: NullHost::default(),
             request: pairs(&BENCH_REQUEST),
             response: pairs(&BENCH_RESPONSE),
-            shared: SharedMemory::default(),
             clock: Cell::new(1_764_115_030_000_000_000),
         }
     }
 }
 
-impl Host for PlainHost {
+impl HostLayer for PlainHost {
+    fn inner(&self) -> &dyn Host {
+        &self.null
+    }
     fn now(&self) -> SystemTime {
         self.clock.set(self.clock.get() + 1000);
         UNIX_EPOCH + Duration::from_nanos(self.clock.get())
     }
-    fn random(&self, buf: &mut [u8]) -> bool {
-        buf.fill(7);
-        true
-    }
-    fn log(&self, _level: LogLevel, _message: &str) {}
+    /// As the SDK hands headers to a VM: a fresh copy.
     fn headers(&self, map: HeaderMap) -> Headers {
         match map {
             HeaderMap::Request => self.request.clone(),
             HeaderMap::Response => self.response.clone(),
         }
     }
-    fn set_header(&self, _map: HeaderMap, _name: &str, _value: Option<&[u8]>) {}
-    fn add_header(&self, _map: HeaderMap, _name: &str, _value: &[u8]) {}
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let v: &[u8] = match path {
             ["source", "address"] => b"127.0.0.1:51000",
@@ -151,40 +148,9 @@ impl Host for PlainHost {
         };
         Some(v.to_vec())
     }
-    fn set_property(&self, _path: &[&str], _value: &[u8]) -> bool {
-        true
-    }
-    fn send_response(&self, _status: u32, _headers: &[(&str, &[u8])], _body: &[u8]) {}
-    fn request_body(&self, _start: usize, _max_size: usize) -> Option<Vec<u8>> {
-        None
-    }
+    /// Counters exist, so the filters' increments run.
     fn define_metric(&self, _kind: MetricKind, _name: &str) -> Option<u32> {
         Some(1)
-    }
-    fn increment_metric(&self, _id: u32, _offset: i64) {}
-    fn record_metric(&self, _id: u32, _value: u64) {}
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.get(key)
-    }
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        self.shared.set(key, value, cas)
-    }
-    fn http_call(&self, _c: &str, _h: &[(&str, &str)], _b: &[u8], _t: Duration) -> Option<u32> {
-        None
-    }
-    fn http_call_status(&self) -> Option<u32> {
-        None
-    }
-    fn set_tick_period(&self, _period: Duration) {}
-    fn grpc_call(&self, _c: &str, _s: &str, _m: &str, _b: &[u8], _t: Duration) -> Option<u32> {
-        None
-    }
-    fn grpc_response(&self, _max_size: usize) -> Option<Vec<u8>> {
-        None
-    }
-    fn resume_request(&self) {}
-    fn as_dyn(&self) -> &dyn Host {
-        self
     }
 }
 

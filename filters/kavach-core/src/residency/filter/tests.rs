@@ -709,6 +709,19 @@ fn counters_cover_every_class_and_decision_from_the_start() {
     assert!(names.contains(&"kavach_residency.pii.recheck_deny.requests_total".to_string()));
 }
 
+/// The request headers (a body follows) of a request on the `kyc` route (body detection on) to
+/// `cluster` in `region`: what the filter answers must be `expected`.
+fn headers_to(cluster: &str, region: &str, headers: &[(&str, &[u8])], expected: Flow) -> MockHost {
+    let host = request("kyc", cluster, Some(region), headers);
+    let r = root(POLICY, &host);
+    assert_eq!(
+        r.new_stream().on_request_headers(&host, false),
+        expected,
+        "{headers:?}"
+    );
+    host
+}
+
 #[test]
 fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it() {
     // Every coding, any case, any spelling of the header name, alone or listed with others,
@@ -738,15 +751,7 @@ fn a_body_in_a_content_coding_is_the_most_sensitive_class_without_waiting_for_it
         &[("content-encoding", b"\xff\xfe")],
     ];
     for headers in cases {
-        let host = request("kyc", "kyc_sg", Some("sg"), headers);
-        *host.body.borrow_mut() = br#"{"note":"nothing to see"}"#.to_vec();
-        let r = root(POLICY, &host);
-        let mut s = r.new_stream();
-        assert_eq!(
-            s.on_request_headers(&host, false),
-            Flow::Stop,
-            "{headers:?}"
-        );
+        let host = headers_to("kyc_sg", "sg", headers, Flow::Stop);
         assert_eq!(reply_of(&host).0, 451, "{headers:?}");
         let d = decision_of(&host);
         assert_eq!(detail(&d, "class"), Some("payment"), "{headers:?}");
@@ -787,25 +792,12 @@ fn upgrades_connect_and_grpc_are_decided_on_the_headers_never_held() {
     ];
     for headers in cases {
         // Allowed region: the request goes on at once, classified as the highest class.
-        let host = request("kyc", "kyc_mumbai", Some("in-west"), headers);
-        let r = root(POLICY, &host);
-        let mut s = r.new_stream();
-        assert_eq!(
-            s.on_request_headers(&host, false),
-            Flow::Continue,
-            "{headers:?}"
-        );
+        let host = headers_to("kyc_mumbai", "in-west", headers, Flow::Continue);
         let d = decision_of(&host);
         assert_eq!(detail(&d, "class"), Some("payment"), "{headers:?}");
         assert_eq!(detail(&d, "body"), Some("stream"), "{headers:?}");
         // Out of region: refused at once.
-        let host = request("kyc", "kyc_sg", Some("sg"), headers);
-        let mut s = r.new_stream();
-        assert_eq!(
-            s.on_request_headers(&host, false),
-            Flow::Stop,
-            "{headers:?}"
-        );
+        let host = headers_to("kyc_sg", "sg", headers, Flow::Stop);
         assert_eq!(reply_of(&host).0, 451, "{headers:?}");
     }
 }
