@@ -267,6 +267,10 @@ pub struct EnvoySpec {
     pub bundle_publishes: Option<bool>,
     /// Connection manager `upgrade_configs` allows WebSocket upgrades.
     pub websocket: bool,
+    /// The mTLS listener's `forward_client_cert_details`: `SANITIZE_SET` (Envoy states the
+    /// peer's own certificate), or `FORWARD_ONLY` (the peer's XFCC passes unchanged, as behind
+    /// a trusted front proxy).
+    pub forward_client_cert: &'static str,
 }
 
 impl EnvoySpec {
@@ -295,7 +299,14 @@ impl EnvoySpec {
             stats_tags: Vec::new(),
             bundle_publishes: None,
             websocket: false,
+            forward_client_cert: "SANITIZE_SET",
         }
+    }
+
+    /// Sets the mTLS listener's `forward_client_cert_details`.
+    pub fn forward_client_cert(mut self, mode: &'static str) -> Self {
+        self.forward_client_cert = mode;
+        self
     }
 
     /// Lets clients upgrade to WebSocket (Envoy refuses upgrades it is not configured for).
@@ -593,8 +604,10 @@ fn render(spec: &EnvoySpec, dir: &Path) -> Value {
             v["typed_config"]["upgrade_configs"] = json!([{ "upgrade_type": "websocket" }]);
         }
         if forward_client_cert {
-            v["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
-            v["typed_config"]["set_current_client_cert_details"] = json!({ "uri": true });
+            v["typed_config"]["forward_client_cert_details"] = json!(spec.forward_client_cert);
+            if spec.forward_client_cert != "FORWARD_ONLY" {
+                v["typed_config"]["set_current_client_cert_details"] = json!({ "uri": true });
+            }
         }
         v
     };

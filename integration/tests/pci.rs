@@ -337,3 +337,104 @@ fn it_refuses_a_malformed_policy_and_names_the_field() {
     .expect("Envoy must refuse a policy whose token key is missing");
     assert!(failure.log.contains("token.key_env"), "{}", failure.log);
 }
+
+const GATEWAY: &str = "spiffe://bank.local/ns/edge/sa/gateway";
+const SRE: &str = "spiffe://bank.local/ns/ops/sa/sre";
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// The policy believing the gateway's XFCC, with `elements` as given.
+fn xfcc_policy(elements: &str) -> String {
+    policy("enforce").replacen(
+        r#""trust_domain": "bank.local","#,
+        &format!(
+            r#""trust_domain": "bank.local",
+  "xfcc": {{"enabled": true, "trusted_proxies": ["{GATEWAY}"], "elements": "{elements}"}},"#
+        ),
+        1,
+    )
+}
+
+/// Behind a trusted front proxy: the mTLS listener passes the gateway's XFCC on unchanged.
+fn behind_gateway(elements: &str) -> Cde {
+    let (ca, files) = TestCa::with_server_files().unwrap();
+    let upstream = EchoServer::start("cde").unwrap();
+    let envoy = Envoy::start(
+        &EnvoySpec::new(upstream.addr())
+            .filter(FilterSpec::new(Module::Audit, "{}"))
+            .filter(
+                FilterSpec::new(Module::PciAuthz, xfcc_policy(elements))
+                    .env("KAVACH_PCI_TOKEN_KEY", TOKEN_KEY),
+            )
+            .mtls(files)
+            .forward_client_cert("FORWARD_ONLY")
+            .audit_access_log(),
+    );
+    Cde {
+        ca,
+        upstream,
+        envoy,
+    }
+}
+
+#[test]
+fn it_believes_one_xfcc_element_from_the_gateway_and_never_a_merged_or_respelled_one() {
+    let cde = behind_gateway("single");
+    let checkout = format!("URI={CHECKOUT}");
+    let sre = format!("URI={SRE}");
+    let get = || Request::get("/v1/cards/1");
+    // One element from the trusted gateway: the checkout service, allowed by its own rule.
+    let resp = cde.as_(GATEWAY, get().header(XFCC, &checkout));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // Two lines (Envoy may merge them), both orders; one line of two elements, both orders;
+    // another spelling beside it or alone: no caller is believed, never the break-glass one.
+    let ambiguous = [
+        get().header(XFCC, &checkout).header(XFCC, &sre),
+        get().header(XFCC, &sre).header(XFCC, &checkout),
+        get().header(XFCC, format!("{checkout},{sre}")),
+        get().header(XFCC, format!("{sre},{checkout}")),
+        get()
+            .header(XFCC, &checkout)
+            .header("x_forwarded_client_cert", &sre),
+        get()
+            .header("x_forwarded_client_cert", &sre)
+            .header(XFCC, &checkout),
+        get().header("x_forwarded_client_cert", &sre),
+    ];
+    let n = ambiguous.len();
+    for (i, req) in ambiguous.into_iter().enumerate() {
+        assert_denied(&cde.as_(GATEWAY, req), 403, &format!("case {i}"));
+    }
+    let records = cde.envoy.wait_audit_lines(n + 1);
+    for line in &records[1..] {
+        let r: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["decisions"][0]["reason"], "ambiguous_identity", "{r}");
+    }
+    assert_eq!(cde.upstream_hits(), 1);
+}
+
+#[test]
+fn with_elements_last_the_element_the_gateway_appended_is_the_caller() {
+    let cde = behind_gateway("last");
+    let checkout = format!("URI={CHECKOUT}");
+    let sre = format!("URI={SRE}");
+    // The last element is the caller: the break-glass SRE here (allowed on /v1/**)...
+    let resp = cde.as_(
+        GATEWAY,
+        Request::post("/v1/accounts/7", "{}").header(XFCC, format!("{checkout},{sre}")),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // ... and the checkout service there (which may not POST).
+    let resp = cde.as_(
+        GATEWAY,
+        Request::post("/v1/accounts/7", "{}").header(XFCC, format!("{sre},{checkout}")),
+    );
+    assert_denied(&resp, 403, "checkout last");
+    // Another spelling stays ambiguous in this mode too.
+    let resp = cde.as_(
+        GATEWAY,
+        Request::get("/v1/cards/1")
+            .header(XFCC, &checkout)
+            .header("x_forwarded_client_cert", &sre),
+    );
+    assert_denied(&resp, 403, "respelled");
+}

@@ -1,7 +1,7 @@
 //! Who is calling: the verified mTLS peer, or (only behind a trusted proxy) the client that proxy
 //! vouches for in `x-forwarded-client-cert`.
 
-use crate::headers::{single, Single};
+use crate::headers::alias_eq;
 use crate::host::{Fact, Headers, Host};
 
 /// Property holding the URI SAN of the verified peer certificate.
@@ -18,6 +18,22 @@ pub const MAX_XFCC_ELEMENTS: usize = 32;
 pub struct XfccConfig {
     /// SPIFFE IDs of the proxies whose XFCC header is believed.
     pub trusted_proxies: Vec<String>,
+    pub elements: XfccElements,
+}
+
+/// Which element of an XFCC value names the caller.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XfccElements {
+    /// Only a value of exactly one element names a caller; more than one is ambiguous. Two
+    /// header lines that a proxy merged, and a client's own XFCC that a `FORWARD_ONLY` proxy
+    /// passed on with another element, look alike: neither is believed.
+    #[default]
+    Single,
+    /// The last element names the caller: the one a trusted proxy in `APPEND_FORWARD` mode
+    /// appended for its own peer (elements before it came from further away).
+    Last,
 }
 
 /// The identity a request is judged by.
@@ -59,10 +75,16 @@ pub fn resolve(
             via: None,
         });
     }
-    let principal = match single(headers, XFCC_HEADER) {
-        Single::Absent => None,
-        Single::Duplicated => return Err(AmbiguousIdentity),
-        Single::One(value) => last_element_uri(value)?,
+    // Every spelling of the header counts: a second one, or another spelling
+    // (`x_forwarded_client_cert`, which some servers read as the same header), is ambiguous.
+    let mut values = headers.iter().filter(|(n, _)| alias_eq(n, XFCC_HEADER));
+    let principal = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some((name, value)), None) if name.eq_ignore_ascii_case(XFCC_HEADER) => {
+            let elements = xfcc.map_or(XfccElements::Single, |c| c.elements);
+            caller_uri(value, elements)?
+        }
+        _ => return Err(AmbiguousIdentity),
     };
     Ok(Identity {
         principal,
@@ -70,11 +92,18 @@ pub fn resolve(
     })
 }
 
-/// The `URI` field of the last element of an XFCC value. Err when the value does not parse or
-/// that element has several `URI` fields.
-pub fn last_element_uri(value: &[u8]) -> Result<Option<String>, AmbiguousIdentity> {
+/// The `URI` field of the element of an XFCC value that names the caller (see
+/// [`XfccElements`]). Err when the value does not parse, has more elements than `elements`
+/// allows, or that element has several `URI` fields.
+pub fn caller_uri(
+    value: &[u8],
+    elements: XfccElements,
+) -> Result<Option<String>, AmbiguousIdentity> {
     let text = std::str::from_utf8(value).map_err(|_| AmbiguousIdentity)?;
-    let fields = last_element(text).ok_or(AmbiguousIdentity)?;
+    let (fields, count) = last_element(text).ok_or(AmbiguousIdentity)?;
+    if count > 1 && elements == XfccElements::Single {
+        return Err(AmbiguousIdentity);
+    }
     let mut uri = None;
     for (key, value) in fields {
         if key.eq_ignore_ascii_case("uri") {
@@ -90,7 +119,7 @@ pub fn last_element_uri(value: &[u8]) -> Result<Option<String>, AmbiguousIdentit
 /// Parses `k=v;k="v, with; specials",k=v` and returns the fields of the last element. Quoted
 /// values may contain `,` `;` `=` and backslash-escaped characters. None on any syntax error,
 /// an empty element, or more than [`MAX_XFCC_ELEMENTS`] elements.
-fn last_element(text: &str) -> Option<Vec<(String, String)>> {
+fn last_element(text: &str) -> Option<(Vec<(String, String)>, usize)> {
     let b = text.as_bytes();
     let mut i = 0;
     let mut elements = 1;
@@ -137,7 +166,7 @@ fn last_element(text: &str) -> Option<Vec<(String, String)>> {
         }
         fields.push((key.to_string(), value));
         match b.get(i) {
-            None => return Some(fields),
+            None => return Some((fields, elements)),
             Some(b';') => {}
             Some(b',') => {
                 elements += 1;
@@ -162,6 +191,7 @@ mod tests {
     fn xfcc() -> XfccConfig {
         XfccConfig {
             trusted_proxies: vec![GW.to_string()],
+            elements: XfccElements::Single,
         }
     }
 
@@ -174,7 +204,8 @@ mod tests {
 
     #[test]
     fn xfcc_uri_table() {
-        let ok = |v: &str| last_element_uri(v.as_bytes());
+        // The parser's table, read as `last` (any number of elements); `single` is below.
+        let ok = |v: &str| caller_uri(v.as_bytes(), XfccElements::Last);
         let cases: &[(&str, Result<Option<&str>, AmbiguousIdentity>)] = &[
             ("URI=spiffe://a/b", Ok(Some("spiffe://a/b"))),
             ("uri=spiffe://a/b", Ok(Some("spiffe://a/b"))),
@@ -215,7 +246,20 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(ok(value), want.map(|o| o.map(str::to_string)), "{value:?}");
         }
-        assert_eq!(last_element_uri(b"URI=\xff"), Err(AmbiguousIdentity));
+        assert_eq!(
+            caller_uri(b"URI=\xff", XfccElements::Last),
+            Err(AmbiguousIdentity)
+        );
+        // `single`: one element only; any second element, in either order, is ambiguous.
+        for (value, want) in cases {
+            let one = !value.contains(',') || value.contains('"');
+            let want = if one { *want } else { Err(AmbiguousIdentity) };
+            assert_eq!(
+                caller_uri(value.as_bytes(), XfccElements::Single),
+                want.map(|o| o.map(str::to_string)),
+                "{value:?}"
+            );
+        }
         let many = vec!["Hash=a"; MAX_XFCC_ELEMENTS + 1].join(",");
         assert_eq!(ok(&many), Err(AmbiguousIdentity));
         let enough = vec!["Hash=a"; MAX_XFCC_ELEMENTS].join(",");
@@ -257,6 +301,72 @@ mod tests {
                 principal: Some(GW.into()),
                 via: None
             })
+        );
+    }
+
+    #[test]
+    fn every_spelling_count_and_order_of_the_header_is_seen() {
+        const BREAK_GLASS: &str = "spiffe://bank.local/ns/ops/sa/sre";
+        let one = format!("URI={CLIENT}");
+        let two = format!("URI={BREAK_GLASS},URI={CLIENT}");
+        let two_reversed = format!("URI={CLIENT},URI={BREAK_GLASS}");
+        let single = xfcc();
+        let last = XfccConfig {
+            elements: XfccElements::Last,
+            ..xfcc()
+        };
+        let ambiguous: &[&[(&str, &[u8])]] = &[
+            // Two lines, both orders.
+            &[
+                (XFCC_HEADER, one.as_bytes()),
+                (XFCC_HEADER, b"URI=spiffe://bank.local/ns/ops/sa/sre"),
+            ],
+            &[
+                (XFCC_HEADER, b"URI=spiffe://bank.local/ns/ops/sa/sre"),
+                (XFCC_HEADER, one.as_bytes()),
+            ],
+            // Another spelling beside it, either order, or alone.
+            &[
+                (XFCC_HEADER, one.as_bytes()),
+                ("x_forwarded_client_cert", two.as_bytes()),
+            ],
+            &[
+                ("x_forwarded_client_cert", two.as_bytes()),
+                (XFCC_HEADER, one.as_bytes()),
+            ],
+            &[("x.forwarded.client.cert", one.as_bytes())],
+            &[("x_forwarded_client_cert", one.as_bytes())],
+        ];
+        for h in ambiguous {
+            for cfg in [&single, &last] {
+                assert_eq!(
+                    resolve(Some(GW.into()), &headers(h), Some(cfg)),
+                    Err(AmbiguousIdentity),
+                    "{h:?}"
+                );
+            }
+        }
+        // One line of two elements, both orders: ambiguous under `single`; under `last` the
+        // element the proxy appended.
+        for (value, caller) in [(&two, CLIENT), (&two_reversed, BREAK_GLASS)] {
+            let h = headers(&[(XFCC_HEADER, value.as_bytes())]);
+            assert_eq!(
+                resolve(Some(GW.into()), &h, Some(&single)),
+                Err(AmbiguousIdentity)
+            );
+            assert_eq!(
+                resolve(Some(GW.into()), &h, Some(&last)),
+                Ok(Identity {
+                    principal: Some(caller.into()),
+                    via: Some(GW.into())
+                })
+            );
+        }
+        // One element, one line, in any letter case of the name: the caller.
+        let h = headers(&[("X-Forwarded-Client-Cert", one.as_bytes())]);
+        assert_eq!(
+            resolve(Some(GW.into()), &h, Some(&single)).map(|i| i.principal),
+            Ok(Some(CLIENT.to_string()))
         );
     }
 

@@ -30,7 +30,7 @@ mod rules;
 use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer};
 
-use super::identity::XfccConfig;
+use super::identity::{XfccConfig, XfccElements};
 use super::matcher::{trust_domain, PrincipalPattern};
 use crate::config::{self, header_name, in_range, non_empty, ConfigError, FieldPath};
 use crate::path_canon::DotSegments;
@@ -98,6 +98,10 @@ fn default_deny_status() -> u32 {
 pub struct XfccJson {
     pub enabled: bool,
     pub trusted_proxies: Vec<String>,
+    /// Which element of a multi-element value is the caller: `single` (default: a value with
+    /// more than one element is ambiguous and denied) or `last` (the element the trusted proxy
+    /// appended, for proxies in `APPEND_FORWARD` mode).
+    pub elements: XfccElements,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -272,6 +276,7 @@ fn validate_xfcc(at: &FieldPath, x: XfccJson, td: &str) -> Result<Option<XfccCon
     }
     Ok(Some(XfccConfig {
         trusted_proxies: x.trusted_proxies,
+        elements: x.elements,
     }))
 }
 
