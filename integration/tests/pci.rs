@@ -42,18 +42,22 @@ struct Cde {
 
 impl Cde {
     fn start(mode: &str) -> Cde {
+        Self::with_policy(policy(mode), |spec| spec)
+    }
+
+    fn with_policy(policy: String, extra: impl FnOnce(EnvoySpec) -> EnvoySpec) -> Cde {
         let (ca, files) = TestCa::with_server_files().unwrap();
         let upstream = EchoServer::start("cde").unwrap();
-        let envoy = Envoy::start(
-            &EnvoySpec::new(upstream.addr())
+        let envoy = Envoy::start(&extra(
+            EnvoySpec::new(upstream.addr())
                 .filter(FilterSpec::new(Module::Audit, "{}"))
                 .filter(
-                    FilterSpec::new(Module::PciAuthz, policy(mode))
+                    FilterSpec::new(Module::PciAuthz, policy)
                         .env("KAVACH_PCI_TOKEN_KEY", TOKEN_KEY),
                 )
                 .mtls(files)
                 .audit_access_log(),
-        );
+        ));
         Cde {
             ca,
             upstream,
@@ -356,24 +360,9 @@ fn xfcc_policy(elements: &str) -> String {
 
 /// Behind a trusted front proxy: the mTLS listener passes the gateway's XFCC on unchanged.
 fn behind_gateway(elements: &str) -> Cde {
-    let (ca, files) = TestCa::with_server_files().unwrap();
-    let upstream = EchoServer::start("cde").unwrap();
-    let envoy = Envoy::start(
-        &EnvoySpec::new(upstream.addr())
-            .filter(FilterSpec::new(Module::Audit, "{}"))
-            .filter(
-                FilterSpec::new(Module::PciAuthz, xfcc_policy(elements))
-                    .env("KAVACH_PCI_TOKEN_KEY", TOKEN_KEY),
-            )
-            .mtls(files)
-            .forward_client_cert("FORWARD_ONLY")
-            .audit_access_log(),
-    );
-    Cde {
-        ca,
-        upstream,
-        envoy,
-    }
+    Cde::with_policy(xfcc_policy(elements), |spec| {
+        spec.forward_client_cert("FORWARD_ONLY")
+    })
 }
 
 #[test]
