@@ -491,8 +491,15 @@ fn it_records_but_never_blocks_in_dry_run() {
         resp.header("x-kavach-residency-dry-run"),
         Some("deny; class=payment")
     );
-    assert_eq!(mesh.decision(0)["outcome"], "shadow_deny");
+    // What enforcing would have done, and why: refused at the decide stage. The recheck and
+    // the answer from Singapore neither rewrite the reason nor count it again.
+    let d = mesh.decision(0);
+    assert_eq!(d["outcome"], "shadow_deny", "{d}");
+    assert_eq!(d["reason"], "region_not_allowed", "{d}");
+    assert_eq!(detail(&d)["action"], "deny", "{d}");
     assert_eq!(mesh.counter("payment", "dry_run"), 1);
+    assert_eq!(mesh.counter("payment", "recheck_dry_run"), 0);
+    assert_eq!(mesh.counter("payment", "upstream_mismatch"), 0);
 
     let resp = mesh.send(Request::get("/profile/42"));
     assert_eq!(served_by(&resp), "sg", "dry run never re-routes");
@@ -503,6 +510,13 @@ fn it_records_but_never_blocks_in_dry_run() {
     let resp = mesh.send(Request::get("/west/a").header("x-data-class", "secret"));
     assert_eq!(served_by(&resp), "in-west");
     assert_eq!(mesh.decision(2)["reason"], "class_header_unknown");
+    // Payment data bound for the untagged cluster: enforcing would refuse it as untagged.
+    let resp = mesh.send(Request::get("/elsewhere").header("x-data-class", "payment"));
+    assert_eq!(served_by(&resp), "untagged");
+    let d = mesh.decision(3);
+    assert_eq!(d["reason"], "untagged_cluster", "{d}");
+    assert_eq!(mesh.counter("payment", "dry_run"), 2);
+    assert_eq!(mesh.counter("payment", "recheck_dry_run"), 0);
 }
 
 #[test]

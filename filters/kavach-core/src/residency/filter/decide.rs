@@ -282,8 +282,10 @@ impl DecideStream {
         let restricted = cfg.class(class).filter(|c| c.regions.is_restricted());
         // A response that no upstream produced (a local reply, ours or another filter's) is
         // not checked; asked only when there is something to check.
+        // A request enforcing would have refused (or re-routed) before any upstream, in dry run,
+        // is not judged again by the answer: its decision already says what enforcing would do.
         let from_upstream = restricted.is_some()
-            && d.outcome != Outcome::Deny
+            && !matches!(d.outcome, Outcome::Deny | Outcome::ShadowDeny)
             && host.property(&["upstream", "address"]).is_some();
         let mut violation = None;
         if let (Some(class_cfg), true, false) =

@@ -53,6 +53,13 @@ impl HttpFilter for RecheckStream {
         let dest = Destination::read(host, cfg);
         set_detail(&mut d, Key::RecheckCluster, dest.cluster_text());
         set_detail(&mut d, Key::RecheckRegion, dest.region_text());
+        if d.outcome == Outcome::ShadowDeny {
+            // Dry run, and the decide stage already found what enforcing would have done:
+            // refused (or re-routed) the request before it got here. Its reason stands; the
+            // recheck only adds where the request is going, and counts nothing.
+            host.publish_decision(d);
+            return Flow::Continue;
+        }
         match judge(&class.regions, &dest, cfg.untagged_cluster) {
             Verdict::Allowed(_) => {
                 host.publish_decision(d);
@@ -67,10 +74,8 @@ impl HttpFilter for RecheckStream {
                 };
                 d.reason = Some(reason.into());
                 if cfg.mode == Mode::DryRun {
-                    if d.outcome != Outcome::ShadowDeny {
-                        d.outcome = Outcome::ShadowDeny;
-                        set_detail(&mut d, Key::Action, "deny".into());
-                    }
+                    d.outcome = Outcome::ShadowDeny;
+                    set_detail(&mut d, Key::Action, "deny".into());
                     host.publish_decision(d);
                     shared.count(host, Some(id), Counted::RecheckDryRun);
                     return Flow::Continue;

@@ -801,3 +801,62 @@ fn upgrades_connect_and_grpc_are_decided_on_the_headers_never_held() {
         assert_eq!(reply_of(&host).0, 451, "{headers:?}");
     }
 }
+
+#[test]
+fn dry_run_records_what_enforcing_would_have_done_through_recheck_and_answer() {
+    // Each case: where the request is bound, and the reason enforcing would refuse it with.
+    // An untagged cluster; a region outside the class's (the decide stage refuses both, so the
+    // recheck and the answer change neither the reason nor the counts).
+    let dry = policy_with(r#""mode":"dry_run""#);
+    let recheck_cfg = format!(
+        "{}, \"stage\":\"recheck\" }}",
+        dry.trim_end().trim_end_matches('}')
+    );
+    for (cluster, region, reason) in [
+        ("pay_untagged", None, "untagged_cluster"),
+        ("pay_sg", Some("sg"), "region_not_allowed"),
+    ] {
+        let host = request("pay", cluster, region, &[]);
+        let decide = root(&dry, &host);
+        let recheck = root(&recheck_cfg, &host);
+        let mut s = decide.new_stream();
+        assert_eq!(s.on_request_headers(&host, true), Flow::Continue);
+        assert_eq!(
+            recheck.new_stream().on_request_headers(&host, true),
+            Flow::Continue
+        );
+        respond_from(&host, "10.0.0.7:443", Some("sg"));
+        assert_eq!(s.on_response_headers(&host, false), Flow::Continue);
+        assert!(host.reply.borrow().is_none(), "dry run never blocks");
+        let d = decision_of(&host);
+        assert_eq!(d.outcome, Outcome::ShadowDeny, "{cluster}");
+        assert_eq!(d.reason.as_deref(), Some(reason), "{cluster}");
+        assert_eq!(detail(&d, "action"), Some("deny"), "{cluster}");
+        assert_eq!(metric(&host, "payment", "dry_run"), 1, "{cluster}");
+        for not_counted in ["recheck_dry_run", "upstream_mismatch", "recheck_allow"] {
+            assert_eq!(
+                metric(&host, "payment", not_counted),
+                0,
+                "{cluster}: {not_counted}"
+            );
+        }
+    }
+    // Allowed at the decide stage and changed before the recheck: the recheck's own finding.
+    let host = request("pay", "pay_mumbai", Some("in-west"), &[]);
+    let decide = root(&dry, &host);
+    let recheck = root(&recheck_cfg, &host);
+    assert_eq!(
+        decide.new_stream().on_request_headers(&host, true),
+        Flow::Continue
+    );
+    host.set_property(&["xds", "cluster_name"], b"pay_sg");
+    host.set_property(REGION, b"sg");
+    assert_eq!(
+        recheck.new_stream().on_request_headers(&host, true),
+        Flow::Continue
+    );
+    let d = decision_of(&host);
+    assert_eq!(d.outcome, Outcome::ShadowDeny);
+    assert_eq!(d.reason.as_deref(), Some("destination_changed"));
+    assert_eq!(metric(&host, "payment", "recheck_dry_run"), 1);
+}
