@@ -270,27 +270,24 @@ impl DecideStream {
     ) -> Flow {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.cfg;
+        let restricted = cfg.class(class).filter(|c| c.regions.is_restricted());
         // Nothing to check for a class allowed anywhere, and no dry-run mark to set when
         // enforcing: the decision is not even looked at.
-        let restricted = cfg.class(class).is_some_and(|c| c.regions.is_restricted());
-        if !restricted && cfg.mode == Mode::Enforce {
+        if restricted.is_none() && cfg.mode == Mode::Enforce {
             return Flow::Continue;
         }
         let Some(mut d) = published(host) else {
             return Flow::Continue;
         };
-        let restricted = cfg.class(class).filter(|c| c.regions.is_restricted());
-        // A response that no upstream produced (a local reply, ours or another filter's) is
-        // not checked; asked only when there is something to check.
-        // A request enforcing would have refused (or re-routed) before any upstream, in dry run,
-        // is not judged again by the answer: its decision already says what enforcing would do.
-        let from_upstream = restricted.is_some()
-            && !matches!(d.outcome, Outcome::Deny | Outcome::ShadowDeny)
-            && host.property(&["upstream", "address"]).is_some();
+        // The answer is judged only when an upstream produced it (not a local reply, ours or
+        // another filter's) for a request the decision let through: a refused one, and in dry
+        // run one enforcing would have refused or re-routed, already says what happened.
+        let judged = restricted.filter(|_| {
+            !matches!(d.outcome, Outcome::Deny | Outcome::ShadowDeny)
+                && host.property(&["upstream", "address"]).is_some()
+        });
         let mut violation = None;
-        if let (Some(class_cfg), true, false) =
-            (restricted, from_upstream, d.outcome == Outcome::Deny)
-        {
+        if let Some(class_cfg) = judged {
             if rerouted && detail(&d, Key::RecheckRegion).is_none() {
                 violation = Some("reroute_not_rechecked");
             }
