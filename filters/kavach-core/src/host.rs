@@ -113,6 +113,14 @@ pub enum Lasts {
 
 impl Fact {
     pub const COUNT: usize = 5;
+    /// Every fact, by [`Fact::index`].
+    pub const ALL: [Fact; Fact::COUNT] = [
+        Fact::PeerPrincipal,
+        Fact::SourceAddress,
+        Fact::RouteName,
+        Fact::ClusterName,
+        Fact::ResponseCode,
+    ];
 
     pub fn path(self) -> &'static [&'static str] {
         match self {

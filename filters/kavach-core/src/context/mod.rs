@@ -23,7 +23,9 @@ use std::time::SystemTime;
 
 use crate::decision::{self, Decision, Published, FILTERS};
 use crate::filter::{FilterFactory, FilterRoot, Flow, HttpFilter};
-use crate::host::{edit_headers, Fact, HeaderEdit, HeaderMap, Headers, Host, HostLayer, Lasts};
+use crate::host::{
+    edit_headers, raw, Fact, HeaderEdit, HeaderMap, Headers, Host, HostLayer, Lasts,
+};
 
 /// What the filters of a VM hand each other in memory instead of through filter state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,7 +95,7 @@ impl RequestContext {
     fn forget(&self, which: impl Fn(Lasts) -> bool) {
         let mut facts = self.facts.borrow_mut();
         for (i, slot) in facts.iter_mut().enumerate() {
-            if FACTS.get(i).is_some_and(|f| which(f.lasts())) {
+            if Fact::ALL.get(i).is_some_and(|f| which(f.lasts())) {
                 *slot = None;
             }
         }
@@ -117,15 +119,6 @@ impl RequestContext {
         self.forget(|l| l == Lasts::Route);
     }
 }
-
-/// Every fact, by [`Fact::index`].
-const FACTS: [Fact; Fact::COUNT] = [
-    Fact::PeerPrincipal,
-    Fact::SourceAddress,
-    Fact::RouteName,
-    Fact::ClusterName,
-    Fact::ResponseCode,
-];
 
 /// The host as the filters of one VM see it during one callback.
 pub struct ContextHost<'a> {
@@ -177,11 +170,7 @@ impl HostLayer for ContextHost<'_> {
         if let Some(Some(answer)) = self.cx.facts.borrow().get(fact.index()) {
             return answer.clone();
         }
-        let answer: Option<Rc<[u8]>> = self
-            .inner
-            .property(fact.path())
-            .filter(|v| !v.is_empty())
-            .map(Rc::from);
+        let answer = raw::fact(self.inner, fact);
         if let Some(slot) = self.cx.facts.borrow_mut().get_mut(fact.index()) {
             *slot = Some(answer.clone());
         }
@@ -192,7 +181,7 @@ impl HostLayer for ContextHost<'_> {
         if let Some(h) = self.cx.headers.borrow().as_ref() {
             return Rc::clone(h);
         }
-        let h = Rc::new(self.inner.headers(HeaderMap::Request));
+        let h = raw::request_headers(self.inner);
         *self.cx.headers.borrow_mut() = Some(Rc::clone(&h));
         h
     }

@@ -145,3 +145,10 @@ fn decisions_of_this_vm_stay_in_memory_unless_published() {
     assert_eq!(host.count_of("set_property kavach.audit_id"), 1);
     assert_eq!(h.decision("pci_authz", true), Some(Published::Decision(d)));
 }
+
+#[test]
+fn every_fact_has_its_own_slot() {
+    for (i, f) in Fact::ALL.iter().enumerate() {
+        assert_eq!(f.index(), i, "{f:?}");
+    }
+}
