@@ -12,15 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+source scripts/lib/need.sh
+need wrk:wrk h2load:nghttp2-client taskset:util-linux wasm-opt:binaryen
 
 scripts/build.sh
 cargo build --release --locked --target wasm32-wasip1 -p kavach-bench-noop

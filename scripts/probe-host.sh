@@ -13,13 +13,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+source scripts/lib/need.sh
+need wrk:wrk taskset:util-linux
 
 cargo build --release --locked --target wasm32-wasip1 -p kavach-bench-probe
 ENVOY="$(scripts/install-envoy.sh)"
